@@ -1,0 +1,274 @@
+//! Channels between tasks: bounded queues of byte buffers, and the writer that fills them.
+//!
+//! One channel joins one sending subtask to one receiving subtask. It holds at most
+//! `channel_buffers_max` messages; a buffer holds at most `buffer_records_max` records and is
+//! sent once it reaches `buffer_bytes_max` bytes, so a channel holds at most about
+//! `channel_buffers_max × buffer_bytes_max` bytes. A full channel blocks its sender: that is
+//! back-pressure, and it reaches the sources through every full channel on the way.
+use crate::context::{CancelToken, JobConfig};
+use crate::output::{Control, Output};
+use crossbeam_channel as cb;
+use std::sync::Arc;
+use std::time::Duration;
+use weir_types::codec::Buffer;
+use weir_types::keygroup::{key_group_of_hash, subtask_for_key_group};
+use weir_types::metrics::Gauge;
+use weir_types::{Data, Record, Result, Watermark, WatermarkStatus, WeirError};
+
+/// What travels on a channel, in order.
+#[derive(Debug)]
+pub enum Message {
+    /// A batch of encoded records.
+    Data(Buffer),
+    /// The sender's watermark advanced.
+    Watermark(Watermark),
+    /// The sender became idle or active.
+    Status(WatermarkStatus),
+    /// The sender is done; nothing follows.
+    End,
+}
+
+impl Message {
+    fn bytes(&self) -> i64 {
+        match self {
+            Message::Data(b) => b.bytes.len() as i64,
+            _ => 0,
+        }
+    }
+}
+
+/// The sending end of one channel.
+pub struct Sender {
+    tx: cb::Sender<Message>,
+    queued_bytes: Gauge,
+    cancel: CancelToken,
+}
+
+/// The receiving end of one channel.
+pub struct Receiver {
+    /// The queue.
+    pub rx: cb::Receiver<Message>,
+    queued_bytes: Gauge,
+}
+
+/// A new channel holding at most `capacity` messages. `queued_bytes` tracks the bytes in it
+/// (and their high-water mark).
+pub fn channel(capacity: usize, queued_bytes: Gauge, cancel: CancelToken) -> (Sender, Receiver) {
+    let (tx, rx) = cb::bounded(capacity);
+    (
+        Sender {
+            tx,
+            queued_bytes: queued_bytes.clone(),
+            cancel,
+        },
+        Receiver { rx, queued_bytes },
+    )
+}
+
+impl Sender {
+    /// Sends, blocking while the channel is full; gives up if the job is cancelled or the
+    /// receiver is gone.
+    pub fn send(&self, msg: Message) -> Result<()> {
+        let n = msg.bytes();
+        self.queued_bytes.add(n);
+        let mut msg = msg;
+        loop {
+            match self.tx.send_timeout(msg, Duration::from_millis(50)) {
+                Ok(()) => return Ok(()),
+                Err(cb::SendTimeoutError::Timeout(m)) => {
+                    if self.cancel.is_cancelled() {
+                        self.queued_bytes.add(-n);
+                        return Err(WeirError::Cancelled);
+                    }
+                    msg = m;
+                }
+                Err(cb::SendTimeoutError::Disconnected(_)) => {
+                    self.queued_bytes.add(-n);
+                    return Err(WeirError::Cancelled);
+                }
+            }
+        }
+    }
+}
+
+impl Receiver {
+    /// Accounts for a message taken off the queue.
+    pub fn taken(&self, msg: &Message) {
+        self.queued_bytes.add(-msg.bytes());
+    }
+}
+
+/// How records are spread over the receiving subtasks.
+pub enum Partition<T> {
+    /// Forward when both sides have the same parallelism, rebalance otherwise (resolved when
+    /// the job starts, as parallelism can change until then).
+    Auto,
+    /// Subtask i → subtask i (equal parallelism).
+    Forward,
+    /// Round robin.
+    Rebalance,
+    /// By key: the function returns the key's stable hash ([`weir_types::keygroup::key_hash`]);
+    /// key group → subtask.
+    Hash(Arc<dyn Fn(&T) -> u64 + Send + Sync>),
+    /// Every record to every subtask.
+    Broadcast,
+    /// Everything to subtask 0.
+    Global,
+    /// A user function choosing the subtask from the record and the number of subtasks.
+    Custom(Arc<dyn Fn(&T, usize) -> usize + Send + Sync>),
+}
+
+impl<T> Clone for Partition<T> {
+    fn clone(&self) -> Self {
+        match self {
+            Partition::Auto => Partition::Auto,
+            Partition::Forward => Partition::Forward,
+            Partition::Rebalance => Partition::Rebalance,
+            Partition::Hash(f) => Partition::Hash(f.clone()),
+            Partition::Broadcast => Partition::Broadcast,
+            Partition::Global => Partition::Global,
+            Partition::Custom(f) => Partition::Custom(f.clone()),
+        }
+    }
+}
+
+impl<T> Partition<T> {
+    /// Which receiving subtasks sender `from` talks to, out of `to_parallelism`.
+    pub fn targets(&self, from: usize, to_parallelism: usize) -> Vec<usize> {
+        match self {
+            Partition::Forward => vec![from],
+            Partition::Global => vec![0],
+            _ => (0..to_parallelism).collect(),
+        }
+    }
+    /// Short name for plans and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Partition::Auto => "auto",
+            Partition::Forward => "forward",
+            Partition::Rebalance => "rebalance",
+            Partition::Hash(_) => "hash",
+            Partition::Broadcast => "broadcast",
+            Partition::Global => "global",
+            Partition::Custom(_) => "custom",
+        }
+    }
+}
+
+/// Encodes records into per-receiver buffers and sends them: the [`Output`] at the end of a
+/// chain whose consumer is in another task.
+pub struct ChannelWriter<T> {
+    senders: Vec<Sender>,
+    bufs: Vec<Buffer>,
+    partition: Partition<T>,
+    next: usize,
+    max_parallelism: usize,
+    bytes_max: usize,
+    records_max: u32,
+}
+
+impl<T: Data> ChannelWriter<T> {
+    /// A writer to `senders` (one per receiving subtask this sender talks to).
+    pub fn new(
+        senders: Vec<Sender>,
+        partition: Partition<T>,
+        from_subtask: usize,
+        cfg: &JobConfig,
+    ) -> Self {
+        let n = senders.len();
+        ChannelWriter {
+            bufs: (0..n)
+                .map(|_| Buffer::with_capacity(cfg.buffer_bytes_max + 256))
+                .collect(),
+            senders,
+            partition,
+            next: from_subtask % n.max(1),
+            max_parallelism: cfg.max_parallelism,
+            bytes_max: cfg.buffer_bytes_max,
+            records_max: cfg.buffer_records_max,
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, i: usize, rec: &Record<T>) -> Result<()> {
+        let b = &mut self.bufs[i];
+        b.push(rec);
+        if b.bytes.len() >= self.bytes_max || b.records >= self.records_max {
+            self.send_buffer(i)?;
+        }
+        Ok(())
+    }
+
+    fn send_buffer(&mut self, i: usize) -> Result<()> {
+        let full = std::mem::replace(
+            &mut self.bufs[i],
+            Buffer::with_capacity(self.bytes_max + 256),
+        );
+        self.senders[i].send(Message::Data(full))
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        for i in 0..self.bufs.len() {
+            if !self.bufs[i].is_empty() {
+                self.send_buffer(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_all(&mut self, mk: impl Fn() -> Message) -> Result<()> {
+        self.flush()?;
+        self.senders.iter().try_for_each(|s| s.send(mk()))
+    }
+}
+
+impl<T: Data> Output<T> for ChannelWriter<T> {
+    #[inline]
+    fn collect(&mut self, rec: Record<T>) -> Result<()> {
+        let n = self.senders.len();
+        let i = match &self.partition {
+            Partition::Forward | Partition::Global => 0,
+            Partition::Rebalance | Partition::Auto => {
+                let i = self.next;
+                self.next = if i + 1 == n { 0 } else { i + 1 };
+                i
+            }
+            Partition::Hash(f) => subtask_for_key_group(
+                key_group_of_hash(f(&rec.value), self.max_parallelism),
+                n,
+                self.max_parallelism,
+            ),
+            Partition::Custom(f) => {
+                let i = f(&rec.value, n);
+                if i >= n {
+                    return Err(WeirError::Config(format!(
+                        "custom partitioner chose subtask {i} of {n}"
+                    )));
+                }
+                i
+            }
+            Partition::Broadcast => {
+                for i in 0..n {
+                    self.push(i, &rec)?;
+                }
+                return Ok(());
+            }
+        };
+        self.push(i, &rec)
+    }
+    fn watermark(&mut self, wm: Watermark) -> Result<()> {
+        self.send_all(|| Message::Watermark(wm))
+    }
+    fn status(&mut self, s: WatermarkStatus) -> Result<()> {
+        self.send_all(|| Message::Status(s))
+    }
+    fn end_input(&mut self) -> Result<()> {
+        self.send_all(|| Message::End)
+    }
+    fn control(&mut self, c: &mut Control) -> Result<()> {
+        if let Control::Flush = c {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}

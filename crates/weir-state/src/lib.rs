@@ -1,0 +1,29 @@
+//! Keyed state and timers.
+//!
+//! Operator code sees typed handles ([`ValueState`], [`ListState`], [`MapState`],
+//! [`ReducingState`], [`AggregatingState`]) created once in `open` and used with the operator's
+//! context, which carries the current key. Behind the handles, each piece of state is a
+//! [`Table`] of `(key, namespace) → value` created by a [`StateBackend`]; the namespace is `()`
+//! for plain keyed state and the window for window state. A backend that keeps objects (the
+//! [`MemoryBackend`]) and one that keeps bytes (the disk backend of a later crate) implement the
+//! same [`Table`] trait, so operator code never changes with the backend.
+//!
+//! Every entry carries the processing time it was last written, for TTL
+//! ([`StateTtl`]): an expired entry is never returned, and is removed when touched or purged.
+//!
+//! The [`TimerService`] holds event-time and processing-time timers per `(key, namespace,
+//! timestamp)`, at most one each, fired in timestamp order.
+#![deny(missing_docs)]
+
+mod handles;
+mod store;
+mod table;
+mod timers;
+
+pub use handles::{
+    AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateAccess,
+    ValueState,
+};
+pub use store::{KeyedStateStore, MemoryBackend, StateBackend, StateError, StateTtl, TableKind};
+pub use table::{HeapTable, Namespace, Stamped, Table};
+pub use timers::{TimerQueue, TimerService};

@@ -1,0 +1,143 @@
+//! Timers: at most one per `(key, namespace, timestamp)`, fired in timestamp order.
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::hash::Hash;
+
+/// A queue of timers of one time domain.
+///
+/// `by_time` orders timers; `live` deduplicates and makes deletion O(1): a deleted timer stays
+/// in `by_time` and is skipped when popped.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "K: Serialize + Eq + Hash, N: Serialize + Eq + Hash"))]
+#[serde(bound(deserialize = "K: Deserialize<'de> + Eq + Hash, N: Deserialize<'de> + Eq + Hash"))]
+pub struct TimerQueue<K, N> {
+    by_time: BTreeMap<i64, Vec<(K, N)>>,
+    live: HashSet<(i64, K, N)>,
+}
+
+impl<K, N> Default for TimerQueue<K, N> {
+    fn default() -> Self {
+        TimerQueue {
+            by_time: BTreeMap::new(),
+            live: HashSet::new(),
+        }
+    }
+}
+
+impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
+    /// Registers a timer; a second registration of the same timer is a no-op.
+    pub fn register(&mut self, ts: i64, key: &K, ns: &N) {
+        if self.live.insert((ts, key.clone(), ns.clone())) {
+            self.by_time
+                .entry(ts)
+                .or_default()
+                .push((key.clone(), ns.clone()));
+        }
+    }
+
+    /// Deletes a timer, if registered.
+    pub fn delete(&mut self, ts: i64, key: &K, ns: &N) {
+        self.live.remove(&(ts, key.clone(), ns.clone()));
+    }
+
+    /// Pops the earliest live timer at or before `up_to`.
+    pub fn pop_due(&mut self, up_to: i64) -> Option<(i64, K, N)> {
+        loop {
+            let mut entry = self.by_time.first_entry()?;
+            let ts = *entry.key();
+            if ts > up_to {
+                return None;
+            }
+            let list = entry.get_mut();
+            // Fire in registration order.
+            let (k, n) = list.remove(0);
+            if list.is_empty() {
+                entry.remove();
+            }
+            if self.live.remove(&(ts, k.clone(), n.clone())) {
+                return Some((ts, k, n));
+            }
+        }
+    }
+
+    /// The earliest live timer's timestamp.
+    pub fn next_time(&mut self) -> Option<i64> {
+        // Drop deleted timers at the front so the answer is exact.
+        loop {
+            let mut entry = self.by_time.first_entry()?;
+            let ts = *entry.key();
+            let list = entry.get_mut();
+            list.retain(|(k, n)| self.live.contains(&(ts, k.clone(), n.clone())));
+            if list.is_empty() {
+                entry.remove();
+            } else {
+                return Some(ts);
+            }
+        }
+    }
+
+    /// Number of live timers.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether no timer is live.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+}
+
+/// Event-time and processing-time timers of one operator subtask.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(serialize = "K: Serialize + Eq + Hash, N: Serialize + Eq + Hash"))]
+#[serde(bound(deserialize = "K: Deserialize<'de> + Eq + Hash, N: Deserialize<'de> + Eq + Hash"))]
+pub struct TimerService<K, N> {
+    /// Fired as the watermark passes them.
+    pub event: TimerQueue<K, N>,
+    /// Fired as processing time passes them.
+    pub processing: TimerQueue<K, N>,
+}
+
+impl<K, N> Default for TimerService<K, N> {
+    fn default() -> Self {
+        TimerService {
+            event: TimerQueue::default(),
+            processing: TimerQueue::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_in_timestamp_order_once_and_skips_deleted() {
+        let mut q: TimerQueue<&str, ()> = TimerQueue::default();
+        q.register(30, &"a", &());
+        q.register(10, &"b", &());
+        q.register(10, &"b", &()); // duplicate
+        q.register(20, &"c", &());
+        q.register(15, &"d", &());
+        q.delete(15, &"d", &());
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.next_time(), Some(10));
+        let mut fired = vec![];
+        while let Some((t, k, _)) = q.pop_due(25) {
+            fired.push((t, k));
+        }
+        assert_eq!(fired, vec![(10, "b"), (20, "c")]);
+        assert_eq!(q.pop_due(i64::MAX), Some((30, "a", ())));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn delete_then_register_again_fires_once() {
+        let mut q: TimerQueue<u32, ()> = TimerQueue::default();
+        q.register(5, &1, &());
+        q.delete(5, &1, &());
+        q.register(5, &1, &());
+        assert_eq!(q.pop_due(10), Some((5, 1, ())));
+        assert_eq!(q.pop_due(10), None);
+    }
+}

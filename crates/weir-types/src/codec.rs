@@ -1,0 +1,84 @@
+//! The byte format of exchange buffers.
+//!
+//! Records leave a task as bytes: each is the event timestamp (8 bytes, little endian) followed
+//! by the postcard encoding of the value. A buffer holds whole records only and is bounded in
+//! bytes and in records, so a channel of N buffers is bounded in both.
+use crate::{Data, Record, WeirError};
+
+/// A batch of encoded records.
+#[derive(Debug, Default, Clone)]
+pub struct Buffer {
+    /// Concatenated encoded records.
+    pub bytes: Vec<u8>,
+    /// How many records `bytes` holds.
+    pub records: u32,
+}
+
+impl Buffer {
+    /// An empty buffer with room for `bytes` bytes.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Buffer {
+            bytes: Vec::with_capacity(bytes),
+            records: 0,
+        }
+    }
+    /// Whether it holds no record.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+    /// Appends one record.
+    #[inline]
+    pub fn push<T: Data>(&mut self, rec: &Record<T>) {
+        self.bytes.extend_from_slice(&rec.ts.to_le_bytes());
+        let bytes = std::mem::take(&mut self.bytes);
+        self.bytes =
+            postcard::to_extend(&rec.value, bytes).expect("records of a Data type serialize");
+        self.records += 1;
+    }
+    /// Decodes every record, in order.
+    pub fn decode<T: Data>(&self) -> impl Iterator<Item = Result<Record<T>, WeirError>> + '_ {
+        let mut rest: &[u8] = &self.bytes;
+        let mut left = self.records;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            if rest.len() < 8 {
+                return Some(Err(WeirError::Internal("truncated exchange buffer".into())));
+            }
+            let ts = i64::from_le_bytes(rest[..8].try_into().unwrap());
+            match postcard::take_from_bytes::<T>(&rest[8..]) {
+                Ok((value, tail)) => {
+                    rest = tail;
+                    Some(Ok(Record { ts, value }))
+                }
+                Err(e) => {
+                    left = 0;
+                    Some(Err(WeirError::Internal(format!(
+                        "undecodable exchange buffer: {e}"
+                    ))))
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let mut b = Buffer::default();
+        let recs = vec![
+            Record::new(5, ("a".to_string(), 1u64)),
+            Record::untimed(("bc".to_string(), 2)),
+        ];
+        for r in &recs {
+            b.push(r);
+        }
+        let back: Vec<Record<(String, u64)>> = b.decode().collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, recs);
+    }
+}

@@ -1,0 +1,292 @@
+use crate::operators::{Sink, SinkWriter};
+use serde::{de::DeserializeOwned, Serialize};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use weir_runtime::{Poll, PositionKind, Source, SourceOutput, SourceReader};
+use weir_types::{Data, Record, Result, WeirError, NO_TIMESTAMP};
+
+type ParseFn<T> = Arc<dyn Fn(&[u8]) -> std::result::Result<T, String> + Send + Sync>;
+
+/// How records are laid out in files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// One CSV record per line (serde field order), no header.
+    Csv,
+    /// One JSON document per line.
+    JsonLines,
+    /// One `String` per line.
+    Text,
+}
+
+/// Reads files line by line: a file, or every file of a directory (each file is a split; files
+/// are spread over subtasks). Blank lines are skipped. A line that does not parse follows the
+/// stream's bad-record policy ([`crate::DataStream::on_bad_record`]) with its `file:line`.
+pub struct FileSource<T> {
+    path: PathBuf,
+    parse: ParseFn<T>,
+    skip_lines: u64,
+}
+
+impl<T: DeserializeOwned + Data> FileSource<T> {
+    /// CSV records (one per line) deserialized with serde.
+    pub fn csv(path: impl AsRef<Path>) -> Self {
+        FileSource {
+            path: path.as_ref().to_path_buf(),
+            parse: Arc::new(|line| {
+                let mut r = csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .buffer_capacity(line.len() + 16)
+                    .from_reader(line);
+                match r.deserialize::<T>().next() {
+                    Some(Ok(v)) => Ok(v),
+                    Some(Err(e)) => Err(csv_error(e)),
+                    None => Err("empty record".into()),
+                }
+            }),
+            skip_lines: 0,
+        }
+    }
+    /// JSON documents, one per line.
+    pub fn json_lines(path: impl AsRef<Path>) -> Self {
+        FileSource {
+            path: path.as_ref().to_path_buf(),
+            parse: Arc::new(|line| serde_json::from_slice(line).map_err(|e| e.to_string())),
+            skip_lines: 0,
+        }
+    }
+}
+
+fn csv_error(e: csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::Deserialize { err, .. } => match err.field() {
+            Some(f) => format!("field {}: {}", f + 1, err.kind()),
+            None => err.kind().to_string(),
+        },
+        _ => e.to_string(),
+    }
+}
+
+impl FileSource<String> {
+    /// Lines of text.
+    pub fn text(path: impl AsRef<Path>) -> Self {
+        FileSource {
+            path: path.as_ref().to_path_buf(),
+            parse: Arc::new(|line| String::from_utf8(line.to_vec()).map_err(|e| e.to_string())),
+            skip_lines: 0,
+        }
+    }
+}
+
+impl<T> FileSource<T> {
+    /// Skips the first `n` lines of every file (headers).
+    pub fn skip_lines(mut self, n: u64) -> Self {
+        self.skip_lines = n;
+        self
+    }
+
+    fn files(&self) -> Result<Vec<PathBuf>> {
+        let meta = std::fs::metadata(&self.path)
+            .map_err(|e| WeirError::io(format!("reading {}", self.path.display()), e))?;
+        if meta.is_dir() {
+            let mut v: Vec<PathBuf> = std::fs::read_dir(&self.path)
+                .map_err(|e| WeirError::io(format!("listing {}", self.path.display()), e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file()
+                        && !p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+                })
+                .collect();
+            v.sort();
+            Ok(v)
+        } else {
+            Ok(vec![self.path.clone()])
+        }
+    }
+}
+
+struct FileReader<T> {
+    files: Vec<PathBuf>,
+    parse: ParseFn<T>,
+    skip_lines: u64,
+    current: Option<(usize, BufReader<File>, u64)>,
+    buf: Vec<u8>,
+}
+
+impl<T: Data> Source<T> for FileSource<T> {
+    fn create_reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Result<Box<dyn SourceReader<T>>> {
+        let files = self
+            .files()?
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % parallelism == subtask)
+            .map(|(_, p)| p)
+            .collect();
+        Ok(Box::new(FileReader {
+            files,
+            parse: self.parse.clone(),
+            skip_lines: self.skip_lines,
+            current: None,
+            buf: Vec::with_capacity(256),
+        }))
+    }
+}
+
+impl<T: Data> SourceReader<T> for FileReader<T> {
+    fn poll(&mut self, out: &mut SourceOutput<T>) -> Result<Poll> {
+        if self.current.is_none() {
+            if self.files.is_empty() {
+                return Ok(Poll::Finished);
+            }
+            let path = self.files.remove(0);
+            let f = File::open(&path)
+                .map_err(|e| WeirError::io(format!("opening {}", path.display()), e))?;
+            let split = out.add_split(path.display().to_string(), PositionKind::Line);
+            self.current = Some((split, BufReader::with_capacity(256 * 1024, f), 0));
+        }
+        let (split, reader, line_no) = self.current.as_mut().unwrap();
+        let split = *split;
+        for _ in 0..1024 {
+            self.buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| WeirError::io(format!("reading {}", out.split_name(split)), e))?;
+            if n == 0 {
+                out.finish_split(split)?;
+                self.current = None;
+                return Ok(if self.files.is_empty() {
+                    Poll::Finished
+                } else {
+                    Poll::Ready
+                });
+            }
+            *line_no += 1;
+            if *line_no <= self.skip_lines {
+                continue;
+            }
+            let mut line: &[u8] = &self.buf;
+            while let Some((&last, rest)) = line.split_last() {
+                if last == b'\n' || last == b'\r' {
+                    line = rest;
+                } else {
+                    break;
+                }
+            }
+            if line.iter().all(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            out.set_position(split, *line_no);
+            match (self.parse)(line) {
+                Ok(v) => out.collect(split, v, NO_TIMESTAMP)?,
+                Err(e) => out.bad_record(split, *line_no, line, e)?,
+            }
+        }
+        Ok(Poll::Ready)
+    }
+}
+
+type LineFn<T> = Arc<dyn Fn(&T, &mut Vec<u8>) -> Result<()> + Send + Sync>;
+
+/// Writes records as lines of a file. With parallelism 1 it writes `path`; with more, subtask
+/// `i` writes `path.i`.
+pub struct FileSink<T> {
+    path: PathBuf,
+    line: LineFn<T>,
+}
+
+impl<T: Serialize> FileSink<T> {
+    /// CSV lines (serde field order, no header).
+    pub fn csv(path: impl AsRef<Path>) -> Self {
+        FileSink {
+            path: path.as_ref().to_path_buf(),
+            line: Arc::new(|v, buf| {
+                let mut w = csv::WriterBuilder::new()
+                    .has_headers(false)
+                    .from_writer(buf);
+                w.serialize(v)
+                    .map_err(|e| WeirError::Internal(format!("CSV encoding: {e}")))?;
+                w.flush().map_err(|e| WeirError::io("CSV encoding", e))
+            }),
+        }
+    }
+    /// JSON documents, one per line.
+    pub fn json_lines(path: impl AsRef<Path>) -> Self {
+        FileSink {
+            path: path.as_ref().to_path_buf(),
+            line: Arc::new(|v, buf| {
+                serde_json::to_writer(&mut *buf, v)
+                    .map_err(|e| WeirError::Internal(format!("JSON encoding: {e}")))?;
+                buf.push(b'\n');
+                Ok(())
+            }),
+        }
+    }
+}
+
+impl<T> FileSink<T> {
+    /// Lines made by `f` (without the newline).
+    pub fn lines(path: impl AsRef<Path>, f: impl Fn(&T) -> String + Send + Sync + 'static) -> Self {
+        FileSink {
+            path: path.as_ref().to_path_buf(),
+            line: Arc::new(move |v, buf| {
+                buf.extend_from_slice(f(v).as_bytes());
+                buf.push(b'\n');
+                Ok(())
+            }),
+        }
+    }
+}
+
+struct FileWriter<T> {
+    out: BufWriter<File>,
+    line: LineFn<T>,
+    buf: Vec<u8>,
+    path: PathBuf,
+}
+
+impl<T: 'static> Sink<T> for FileSink<T> {
+    fn name(&self) -> String {
+        format!("file sink {}", self.path.display())
+    }
+    fn create_writer(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SinkWriter<T>>> {
+        let path = if parallelism == 1 {
+            self.path.clone()
+        } else {
+            PathBuf::from(format!("{}.{subtask}", self.path.display()))
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| WeirError::io(format!("creating {}", dir.display()), e))?;
+        }
+        let f = File::create(&path)
+            .map_err(|e| WeirError::io(format!("creating {}", path.display()), e))?;
+        Ok(Box::new(FileWriter {
+            out: BufWriter::with_capacity(256 * 1024, f),
+            line: self.line.clone(),
+            buf: Vec::new(),
+            path,
+        }))
+    }
+}
+
+impl<T> SinkWriter<T> for FileWriter<T> {
+    fn write(&mut self, rec: Record<T>) -> Result<()> {
+        self.buf.clear();
+        (self.line)(&rec.value, &mut self.buf)?;
+        self.out
+            .write_all(&self.buf)
+            .map_err(|e| WeirError::io(format!("writing {}", self.path.display()), e))
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .map_err(|e| WeirError::io(format!("writing {}", self.path.display()), e))
+    }
+}

@@ -1,0 +1,343 @@
+//! The stream environment: job settings, the graph being built, and execution.
+use crate::options::{parse_duration_ms, EnvOptions};
+use crate::stream::DataStream;
+use clap::Parser;
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, Once};
+use weir_runtime::graph::{
+    Graph, Node, NodeId, NodeKind, OperatorNode, TypedSource, DEAD_LETTER_TAG,
+};
+use weir_runtime::{BadRecordPolicy, CancelToken, JobConfig, JobResult, Source};
+use weir_state::MemoryBackend;
+use weir_types::metrics::MetricsRegistry;
+use weir_types::{Clock, Data, Result, WeirError};
+
+pub(crate) struct EnvInner {
+    pub graph: Graph,
+    pub cfg: JobConfig,
+    pub parallelism: usize,
+    pub options: EnvOptions,
+    pub metrics: MetricsRegistry,
+    pub dead_letter_producers: Vec<NodeId>,
+}
+
+/// A job being built: its settings and its graph. Cheap to clone (a handle).
+///
+/// ```
+/// use weir::prelude::*;
+/// let env = StreamEnv::new().with_parallelism(2);
+/// let out = CollectSink::new();
+/// env.from_collection(vec![1u64, 2, 3]).map(|x| x * 10).sink(out.clone());
+/// env.execute("times ten").unwrap();
+/// let mut v = out.values();
+/// v.sort();
+/// assert_eq!(v, vec![10, 20, 30]);
+/// ```
+#[derive(Clone)]
+pub struct StreamEnv {
+    pub(crate) inner: Rc<RefCell<EnvInner>>,
+}
+
+#[derive(Parser)]
+#[command(about = "A Weir job")]
+struct Cli {
+    #[command(flatten)]
+    options: EnvOptions,
+}
+
+static CTRL_C: Once = Once::new();
+static RUNNING: Mutex<Vec<CancelToken>> = Mutex::new(Vec::new());
+
+fn install_ctrl_c() {
+    CTRL_C.call_once(|| {
+        let _ = ctrlc::set_handler(|| {
+            eprintln!("weir: interrupted, cancelling the job");
+            for t in RUNNING.lock().unwrap().iter() {
+                t.cancel();
+            }
+        });
+    });
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `warn`). Called once by `from_args`.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+impl Default for StreamEnv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StreamEnv {
+    /// An environment with defaults: parallelism = number of cores, 128 key groups, memory
+    /// state backend.
+    pub fn new() -> Self {
+        let p = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        StreamEnv {
+            inner: Rc::new(RefCell::new(EnvInner {
+                graph: Graph::default(),
+                cfg: JobConfig::default(),
+                parallelism: p,
+                options: EnvOptions::default(),
+                metrics: MetricsRegistry::default(),
+                dead_letter_producers: Vec::new(),
+            })),
+        }
+    }
+
+    /// An environment configured from the command line, `WEIR_*` variables and `--config`.
+    pub fn from_args() -> Result<Self> {
+        init_logging();
+        Self::from_options(Cli::parse().options)
+    }
+
+    /// An environment configured from options (e.g. flattened into your own parser).
+    pub fn from_options(options: EnvOptions) -> Result<Self> {
+        let o = options.resolve()?;
+        let env = Self::new();
+        {
+            let mut i = env.inner.borrow_mut();
+            if let Some(p) = o.parallelism {
+                i.parallelism = p;
+            }
+            if let Some(m) = o.max_parallelism {
+                i.cfg.max_parallelism = m;
+            }
+            if let Some(b) = o.buffer_bytes_max {
+                i.cfg.buffer_bytes_max = b;
+            }
+            if let Some(c) = o.channel_buffers_max {
+                i.cfg.channel_buffers_max = c.max(1);
+            }
+            if let Some(w) = &o.watermark_interval {
+                i.cfg.auto_watermark_interval_ms = parse_duration_ms(w)?;
+            }
+            if let Some(c) = &o.checkpoint_interval {
+                parse_duration_ms(c)?;
+            }
+            match o.state_backend.as_deref() {
+                None | Some("memory") => i.cfg.state_backend = Arc::new(MemoryBackend),
+                Some(other) => {
+                    return Err(WeirError::Config(format!(
+                        "unknown state backend '{other}' (available: memory)"
+                    )))
+                }
+            }
+            i.options = o;
+        }
+        Ok(env)
+    }
+
+    /// Sets the default parallelism of operators added from now on.
+    pub fn with_parallelism(self, p: usize) -> Self {
+        self.inner.borrow_mut().parallelism = p;
+        self
+    }
+    /// The default parallelism.
+    pub fn parallelism(&self) -> usize {
+        self.inner.borrow().parallelism
+    }
+    /// Sets the number of key groups.
+    pub fn with_max_parallelism(self, m: usize) -> Self {
+        self.inner.borrow_mut().cfg.max_parallelism = m;
+        self
+    }
+    /// Uses another processing-time clock (tests: [`weir_types::ManualClock`]).
+    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.inner.borrow_mut().cfg.clock = clock;
+        self
+    }
+    /// Sets exchange buffer and channel limits.
+    pub fn with_buffers(
+        self,
+        buffer_bytes_max: usize,
+        buffer_records_max: u32,
+        channel_buffers_max: usize,
+    ) -> Self {
+        {
+            let mut i = self.inner.borrow_mut();
+            i.cfg.buffer_bytes_max = buffer_bytes_max.max(1);
+            i.cfg.buffer_records_max = buffer_records_max.max(1);
+            i.cfg.channel_buffers_max = channel_buffers_max.max(1);
+        }
+        self
+    }
+    /// Sets the periodic watermark interval.
+    pub fn with_watermark_interval_ms(self, ms: i64) -> Self {
+        self.inner.borrow_mut().cfg.auto_watermark_interval_ms = ms.max(1);
+        self
+    }
+    /// The options the job was configured with.
+    pub fn options(&self) -> EnvOptions {
+        self.inner.borrow().options.clone()
+    }
+    /// The job's settings.
+    pub fn config(&self) -> JobConfig {
+        self.inner.borrow().cfg.clone()
+    }
+    /// The job's metrics (live while it runs).
+    pub fn metrics(&self) -> MetricsRegistry {
+        self.inner.borrow().metrics.clone()
+    }
+
+    pub(crate) fn add_operator_node(&self, name: &str, op: Arc<dyn OperatorNode>) -> NodeId {
+        let mut i = self.inner.borrow_mut();
+        let p = i.parallelism;
+        i.graph.add_node(Node {
+            name: name.to_string(),
+            parallelism: p,
+            kind: NodeKind::Operator(op),
+            chainable: true,
+        })
+    }
+
+    /// Adds a source. Its parallelism is the default, capped by what the source supports.
+    pub fn source<T: Data>(&self, source: impl Source<T>) -> DataStream<T> {
+        let max = source.max_parallelism();
+        let name = std::any::type_name_of_val(&source)
+            .rsplit("::")
+            .next()
+            .unwrap_or("source")
+            .to_lowercase();
+        self.source_named(&name, source, max)
+    }
+
+    fn source_named<T: Data>(
+        &self,
+        name: &str,
+        source: impl Source<T>,
+        max: Option<usize>,
+    ) -> DataStream<T> {
+        let node = {
+            let mut i = self.inner.borrow_mut();
+            let p = max.map_or(i.parallelism, |m| m.min(i.parallelism));
+            let kind = NodeKind::Source(Arc::new(TypedSource {
+                source: Arc::new(source),
+                strategy: None,
+                policy: BadRecordPolicy::Fail,
+            }));
+            i.graph.add_node(Node {
+                name: name.to_string(),
+                parallelism: p,
+                kind,
+                chainable: true,
+            })
+        };
+        DataStream::from_node(self.clone(), node)
+    }
+
+    /// A bounded stream of the given values, read by one subtask in order.
+    pub fn from_collection<T: Data + Sync>(&self, items: Vec<T>) -> DataStream<T> {
+        self.source_named(
+            "collection",
+            crate::connectors::Collection::new(items),
+            Some(1),
+        )
+    }
+
+    /// The plan: nodes, parallelism and edges.
+    pub fn describe(&self) -> String {
+        self.inner.borrow().graph.describe()
+    }
+
+    fn take_graph(&self) -> Result<(Graph, JobConfig, MetricsRegistry)> {
+        let mut i = self.inner.borrow_mut();
+        let graph = std::mem::take(&mut i.graph);
+        // Nothing is lost silently: a dead-letter policy needs a consumer of the dead letters.
+        for (n, node) in graph.nodes.iter().enumerate() {
+            let needs = match &node.kind {
+                NodeKind::Source(s) => s.policy() == BadRecordPolicy::DeadLetter,
+                NodeKind::Operator(_) => i.dead_letter_producers.contains(&n),
+            };
+            if needs
+                && !graph
+                    .edges
+                    .iter()
+                    .any(|e| e.from == n && e.tag.as_deref() == Some(DEAD_LETTER_TAG))
+            {
+                return Err(WeirError::Config(format!(
+                    "'{}' sends bad records to dead letters, but nothing consumes them: add a sink to .dead_letters()",
+                    node.name
+                )));
+            }
+        }
+        i.dead_letter_producers.clear();
+        Ok((graph, i.cfg.clone(), i.metrics.clone()))
+    }
+
+    /// Runs the job until its bounded input ends, it fails, or it is cancelled (Ctrl-C, which
+    /// then returns `Ok` with `cancelled = true`).
+    pub fn execute(&self, name: &str) -> Result<JobResult> {
+        let (graph, cfg, metrics) = self.take_graph()?;
+        install_ctrl_c();
+        let token = CancelToken::new();
+        RUNNING.lock().unwrap().push(token.clone());
+        tracing::info!("starting job '{name}'");
+        let r = weir_runtime::execute(graph, cfg, token.clone(), metrics);
+        RUNNING.lock().unwrap().retain(|t| !t.same_as(&token));
+        r
+    }
+
+    /// Starts the job in the background.
+    pub fn execute_async(&self, name: &str) -> Result<JobHandle> {
+        let (graph, cfg, metrics) = self.take_graph()?;
+        let token = CancelToken::new();
+        let t2 = token.clone();
+        let m2 = metrics.clone();
+        let name = name.to_string();
+        let join = std::thread::Builder::new()
+            .name(format!("weir-job:{name}"))
+            .spawn(move || weir_runtime::execute(graph, cfg, t2, m2))
+            .map_err(|e| WeirError::io("starting the job thread", e))?;
+        Ok(JobHandle {
+            token,
+            join: Some(join),
+            metrics,
+        })
+    }
+}
+
+/// A job running in the background.
+pub struct JobHandle {
+    token: CancelToken,
+    join: Option<std::thread::JoinHandle<Result<JobResult>>>,
+    metrics: MetricsRegistry,
+}
+
+impl JobHandle {
+    /// Asks the job to stop.
+    pub fn cancel(&self) {
+        self.token.cancel()
+    }
+    /// Live metrics.
+    pub fn metrics(&self) -> weir_types::metrics::MetricsSnapshot {
+        self.metrics.snapshot()
+    }
+    /// Whether the job has ended.
+    pub fn is_finished(&self) -> bool {
+        self.join.as_ref().is_none_or(|j| j.is_finished())
+    }
+    /// Waits for the end.
+    pub fn join(mut self) -> Result<JobResult> {
+        self.join
+            .take()
+            .expect("joined once")
+            .join()
+            .unwrap_or_else(|p| {
+                Err(WeirError::Internal(weir_runtime::operator::panic_message(
+                    &*p,
+                )))
+            })
+    }
+}

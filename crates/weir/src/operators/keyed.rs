@@ -1,0 +1,211 @@
+//! Keyed operators: the key is extracted from each record, keyed state is scoped to it, and
+//! timers fire per key.
+use crate::functions::{
+    user_result, Collector, KeyedContext, KeyedProcessFunction, StateRegistry, TimeDomain,
+};
+use std::sync::Arc;
+use weir_runtime::{OneInputOperator, OperatorContext, Output};
+use weir_state::{KeyedStateStore, TimerService};
+use weir_types::{Key, Record, Result, Watermark};
+
+/// How often expired TTL entries are purged (processing time).
+const TTL_PURGE_INTERVAL_MS: i64 = 1_000;
+
+/// Extracts a key from a record.
+pub type KeyFn<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+
+/// Keyed state, timers and key extraction shared by keyed operators.
+pub(crate) struct KeyedCore<K: Key> {
+    pub store: KeyedStateStore<K>,
+    pub timers: TimerService<K, ()>,
+    next_purge_ms: i64,
+}
+
+impl<K: Key> KeyedCore<K> {
+    pub fn new(ctx: &OperatorContext) -> Self {
+        KeyedCore {
+            store: KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()),
+            timers: TimerService::default(),
+            next_purge_ms: i64::MAX,
+        }
+    }
+
+    pub fn after_open(&mut self, ctx: &OperatorContext) {
+        if self.store.has_ttl() {
+            self.next_purge_ms = ctx.clock.now_ms() + TTL_PURGE_INTERVAL_MS;
+        }
+    }
+
+    pub fn next_deadline(&mut self) -> Option<i64> {
+        let t = self.timers.processing.next_time();
+        let p = (self.next_purge_ms != i64::MAX).then_some(self.next_purge_ms);
+        match (t, p) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn maybe_purge(&mut self, now: i64) {
+        if now >= self.next_purge_ms {
+            self.store.purge_expired();
+            self.next_purge_ms = now + TTL_PURGE_INTERVAL_MS;
+        }
+    }
+}
+
+pub(crate) struct KeyedProcessOp<K: Key, In, F> {
+    pub f: F,
+    pub key: KeyFn<In, K>,
+    pub core: KeyedCore<K>,
+}
+
+impl<K: Key, In: 'static, F> KeyedProcessOp<K, In, F> {
+    pub fn new(f: F, key: KeyFn<In, K>, ctx: &OperatorContext) -> Self {
+        KeyedProcessOp {
+            f,
+            key,
+            core: KeyedCore::new(ctx),
+        }
+    }
+}
+
+impl<K: Key, In: 'static, F> KeyedProcessOp<K, In, F> {
+    fn fire<Out: 'static>(
+        &mut self,
+        ts: i64,
+        domain: TimeDomain,
+        key: K,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<()>
+    where
+        F: KeyedProcessFunction<K, In, Out>,
+    {
+        self.core.store.set_current_key(key);
+        let mut c = Collector::new(
+            out,
+            if domain == TimeDomain::EventTime {
+                ts
+            } else {
+                weir_types::NO_TIMESTAMP
+            },
+        );
+        let mut kc = KeyedContext {
+            op: ctx,
+            store: &mut self.core.store,
+            timers: &mut self.core.timers,
+            ts,
+            domain: Some(domain),
+        };
+        let r = self.f.on_timer(ts, &mut kc, &mut c);
+        c.finish()?;
+        user_result(r, ctx)
+    }
+}
+
+impl<K: Key, In: 'static, Out: 'static, F: KeyedProcessFunction<K, In, Out>>
+    OneInputOperator<In, Out> for KeyedProcessOp<K, In, F>
+{
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        let r = self.f.open(&mut StateRegistry {
+            store: &mut self.core.store,
+        });
+        self.core.after_open(ctx);
+        user_result(r, ctx)
+    }
+
+    #[inline]
+    fn process(
+        &mut self,
+        rec: Record<In>,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<()> {
+        let key = (self.key)(&rec.value);
+        self.core.store.set_current_key(key);
+        let mut c = Collector::new(out, rec.ts);
+        let mut kc = KeyedContext {
+            op: ctx,
+            store: &mut self.core.store,
+            timers: &mut self.core.timers,
+            ts: rec.ts,
+            domain: None,
+        };
+        let r = self.f.process_element(rec.value, &mut kc, &mut c);
+        c.finish()?;
+        user_result(r, ctx)
+    }
+
+    fn on_watermark(
+        &mut self,
+        wm: Watermark,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<()> {
+        while let Some((ts, key, ())) = self.core.timers.event.pop_due(wm.0) {
+            self.fire(ts, TimeDomain::EventTime, key, ctx, out)?;
+        }
+        out.watermark(wm)
+    }
+
+    fn next_deadline(&mut self) -> Option<i64> {
+        self.core.next_deadline()
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: i64,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<()> {
+        while let Some((ts, key, ())) = self.core.timers.processing.pop_due(now) {
+            self.fire(ts, TimeDomain::ProcessingTime, key, ctx, out)?;
+        }
+        self.core.maybe_purge(now);
+        Ok(())
+    }
+}
+
+/// A rolling reduce: emits the new accumulated value for each record.
+pub(crate) struct ReduceOp<K: Key, T, F> {
+    pub f: F,
+    pub key: KeyFn<T, K>,
+    pub core: KeyedCore<K>,
+    pub state: weir_state::ValueState<T>,
+}
+
+impl<K: Key, T: weir_types::Data, F: FnMut(T, T) -> T + 'static> OneInputOperator<T, T>
+    for ReduceOp<K, T, F>
+{
+    fn open(&mut self, _ctx: &mut OperatorContext) -> Result<()> {
+        self.state = weir_state::ValueState::register(&mut self.core.store, "reduce")
+            .map_err(|e| weir_types::WeirError::Config(e.to_string()))?;
+        Ok(())
+    }
+    #[inline]
+    fn process(
+        &mut self,
+        rec: Record<T>,
+        _ctx: &mut OperatorContext,
+        out: &mut dyn Output<T>,
+    ) -> Result<()> {
+        let key = (self.key)(&rec.value);
+        self.core.store.set_current_key(key);
+        let f = &mut self.f;
+        let v = std::cell::Cell::new(Some(rec.value));
+        let next = self.state.mutate(
+            &mut self.core.store,
+            || v.take().unwrap(),
+            |acc| {
+                if let Some(v) = v.take() {
+                    *acc = f(acc.clone(), v);
+                }
+                acc.clone()
+            },
+        );
+        out.collect(Record {
+            ts: rec.ts,
+            value: next,
+        })
+    }
+}

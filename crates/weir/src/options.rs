@@ -1,0 +1,134 @@
+//! Job options from flags, environment variables and a config file.
+use clap::Args;
+use std::path::PathBuf;
+use weir_types::WeirError;
+
+/// The standard options of every Weir job binary. Precedence: flag, then environment variable
+/// (`WEIR_…`), then the config file (`--config`, TOML with the same names in snake case), then
+/// the default.
+///
+/// Flatten it into your own clap parser to add job-specific flags:
+///
+/// ```
+/// #[derive(clap::Parser)]
+/// struct Cli {
+///     #[command(flatten)]
+///     weir: weir::EnvOptions,
+///     #[arg(long, default_value_t = 100)]
+///     sensors: u64,
+/// }
+/// ```
+#[derive(Args, Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnvOptions {
+    /// Default parallelism of operators.
+    #[arg(long, short = 'p', env = "WEIR_PARALLELISM")]
+    pub parallelism: Option<usize>,
+    /// Number of key groups: the upper bound of keyed parallelism, fixed for the life of state.
+    #[arg(long, env = "WEIR_MAX_PARALLELISM")]
+    pub max_parallelism: Option<usize>,
+    /// Directory for checkpoints.
+    #[arg(long, env = "WEIR_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Checkpoint interval, e.g. `500ms`, `10s`, `1min`.
+    #[arg(long, env = "WEIR_CHECKPOINT_INTERVAL")]
+    pub checkpoint_interval: Option<String>,
+    /// Restore from this checkpoint or savepoint path, or `latest`.
+    #[arg(long, env = "WEIR_RESTORE")]
+    pub restore: Option<String>,
+    /// Where keyed state lives: `memory`.
+    #[arg(long, env = "WEIR_STATE_BACKEND")]
+    pub state_backend: Option<String>,
+    /// Bytes after which an exchange buffer is sent.
+    #[arg(long, env = "WEIR_BUFFER_BYTES_MAX")]
+    pub buffer_bytes_max: Option<usize>,
+    /// Buffers a channel holds before back-pressure.
+    #[arg(long, env = "WEIR_CHANNEL_BUFFERS_MAX")]
+    pub channel_buffers_max: Option<usize>,
+    /// Interval of periodic watermarks, e.g. `200ms`.
+    #[arg(long, env = "WEIR_WATERMARK_INTERVAL")]
+    pub watermark_interval: Option<String>,
+    /// A TOML file with any of these options.
+    #[arg(long, env = "WEIR_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+}
+
+impl EnvOptions {
+    /// Fills unset options from the config file, if one is named.
+    pub fn resolve(mut self) -> Result<Self, WeirError> {
+        if let Some(path) = self.config.clone() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| WeirError::io(format!("reading config file {}", path.display()), e))?;
+            let file: EnvOptions = toml::from_str(&text)
+                .map_err(|e| WeirError::Config(format!("config file {}: {e}", path.display())))?;
+            macro_rules! fill {
+                ($($f:ident),*) => { $( if self.$f.is_none() { self.$f = file.$f; } )* };
+            }
+            fill!(
+                parallelism,
+                max_parallelism,
+                checkpoint_dir,
+                checkpoint_interval,
+                restore,
+                state_backend,
+                buffer_bytes_max,
+                channel_buffers_max,
+                watermark_interval
+            );
+        }
+        Ok(self)
+    }
+}
+
+/// Parses `500ms`, `10s`, `2min`, `1h` (a bare number is ms).
+pub fn parse_duration_ms(s: &str) -> Result<i64, WeirError> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| WeirError::Config(format!("not a duration: '{s}'")))?;
+    let mult = match unit.trim() {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "min" | "m" => 60_000,
+        "h" => 3_600_000,
+        other => {
+            return Err(WeirError::Config(format!(
+                "unknown duration unit '{other}' in '{s}' (ms, s, min, h)"
+            )))
+        }
+    };
+    Ok(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("500ms").unwrap(), 500);
+        assert_eq!(parse_duration_ms("10s").unwrap(), 10_000);
+        assert_eq!(parse_duration_ms("2min").unwrap(), 120_000);
+        assert_eq!(parse_duration_ms("7").unwrap(), 7);
+        assert!(parse_duration_ms("5 weeks").is_err());
+    }
+
+    #[test]
+    fn config_file_fills_unset_options_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("job.toml");
+        std::fs::write(&p, "parallelism = 3\nmax_parallelism = 64\n").unwrap();
+        let o = EnvOptions {
+            parallelism: Some(2),
+            config: Some(p),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(o.parallelism, Some(2), "the flag wins");
+        assert_eq!(o.max_parallelism, Some(64), "the file fills the rest");
+    }
+}

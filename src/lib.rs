@@ -1,0 +1,1 @@
+//! Runnable example jobs for Weir live in `examples/`; run one with `cargo run --release --example NAME`.
