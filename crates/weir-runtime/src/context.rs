@@ -1,6 +1,5 @@
 //! What a task and its operators know about the job they run in.
-use crate::output::Output;
-use std::any::Any;
+use crate::output::{Control, ErasedOutput, Output};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -8,7 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use weir_state::{MemoryBackend, StateBackend};
 use weir_types::metrics::{Counter, MetricsRegistry};
-use weir_types::{Clock, Position, Record, Result, SystemClock, WeirError};
+use weir_types::{
+    Clock, Position, Record, Result, SystemClock, Watermark, WatermarkStatus, WeirError,
+};
 
 /// Settings of a running job.
 #[derive(Clone)]
@@ -142,15 +143,23 @@ impl TaskShared {
 }
 
 /// The side outputs of one operator subtask, by tag name.
+///
+/// Besides records, side outputs get what the operator's main output gets: watermarks, idleness,
+/// end of input and task control (flushes, timers of chained operators). The stage that runs the
+/// operator forwards these (see [`crate::operator::Stage`]).
 #[derive(Default)]
 pub struct SideOutputs {
-    outs: HashMap<String, Box<dyn Any>>,
+    outs: HashMap<String, Box<dyn ErasedOutput>>,
 }
 
 impl SideOutputs {
     /// Side outputs from the graph builder.
-    pub fn new(outs: HashMap<String, Box<dyn Any>>) -> Self {
+    pub fn new(outs: HashMap<String, Box<dyn ErasedOutput>>) -> Self {
         SideOutputs { outs }
+    }
+    /// Whether there is no side output.
+    pub fn is_empty(&self) -> bool {
+        self.outs.is_empty()
     }
     /// Whether somebody consumes `tag`.
     pub fn has(&self, tag: &str) -> bool {
@@ -160,6 +169,7 @@ impl SideOutputs {
     pub fn emit<S: 'static>(&mut self, tag: &str, rec: Record<S>) -> Result<()> {
         match self.outs.get_mut(tag) {
             Some(o) => o
+                .as_any_mut()
                 .downcast_mut::<Box<dyn Output<S>>>()
                 .ok_or_else(|| {
                     WeirError::Internal(format!("side output '{tag}' used with another type"))
@@ -169,8 +179,27 @@ impl SideOutputs {
         }
     }
     /// Visits every side output with a control or watermark call.
-    pub fn for_each(&mut self, mut f: impl FnMut(&mut Box<dyn Any>) -> Result<()>) -> Result<()> {
-        self.outs.values_mut().try_for_each(|o| f(o))
+    pub fn for_each(
+        &mut self,
+        mut f: impl FnMut(&mut dyn ErasedOutput) -> Result<()>,
+    ) -> Result<()> {
+        self.outs.values_mut().try_for_each(|o| f(&mut **o))
+    }
+    /// Forwards a watermark to every side output.
+    pub fn watermark(&mut self, wm: Watermark) -> Result<()> {
+        self.for_each(|o| o.watermark(wm))
+    }
+    /// Forwards an idleness change to every side output.
+    pub fn status(&mut self, s: WatermarkStatus) -> Result<()> {
+        self.for_each(|o| o.status(s))
+    }
+    /// Ends every side output.
+    pub fn end_input(&mut self) -> Result<()> {
+        self.for_each(|o| o.end_input())
+    }
+    /// Passes task control to every side output.
+    pub fn control(&mut self, c: &mut Control) -> Result<()> {
+        self.for_each(|o| o.control(c))
     }
 }
 

@@ -4,7 +4,7 @@
 //! task's thread, builds the node's operator for one subtask and chains it to its outputs.
 use crate::channel::{ChannelWriter, Partition, Sender};
 use crate::context::{BadRecordPolicy, JobConfig, OperatorContext, SideOutputs};
-use crate::output::{erase, unerase, AnyOutput, Discard, Fanout, Output};
+use crate::output::{erase, erase_side, unerase, AnyOutput, Discard, ErasedOutput, Fanout, Output};
 use crate::source::{Source, SourceOutput};
 use crate::task::{InputHead, Mailbox, OneInputHead};
 use crate::watermark::WatermarkStrategy;
@@ -24,8 +24,8 @@ pub type NodeId = usize;
 pub struct Outputs {
     /// `Box<dyn Output<Out>>`, erased.
     pub main: AnyOutput,
-    /// Side outputs by tag, each `Box<dyn Output<S>>` erased.
-    pub sides: HashMap<String, AnyOutput>,
+    /// Side outputs by tag, each a `Box<dyn Output<S>>` with its record type erased.
+    pub sides: HashMap<String, Box<dyn ErasedOutput>>,
 }
 
 impl Outputs {
@@ -84,6 +84,8 @@ pub trait EdgeType: Send + Sync {
     fn writer(&self, senders: Vec<Sender>, from_subtask: usize, cfg: &JobConfig) -> AnyOutput;
     /// Combines several outputs of this type.
     fn fanout(&self, outs: Vec<AnyOutput>) -> AnyOutput;
+    /// An output of this type as a side output (which also takes watermarks and control).
+    fn side(&self, out: AnyOutput) -> Box<dyn ErasedOutput>;
     /// Partitioning name.
     fn partition_name(&self) -> &'static str;
     /// Which receiving subtasks a sender talks to.
@@ -113,6 +115,9 @@ impl<T: Data> EdgeType for TypedEdge<T> {
         erase::<T>(Box::new(Fanout::new(
             outs.into_iter().map(unerase::<T>).collect(),
         )))
+    }
+    fn side(&self, out: AnyOutput) -> Box<dyn ErasedOutput> {
+        erase_side(unerase::<T>(out))
     }
     fn partition_name(&self) -> &'static str {
         self.partition.name()

@@ -135,13 +135,13 @@ impl<T: 'static> SourceOutput<T> {
             self.set_split_status(split, WatermarkStatus::Active)?;
         } else if self.emitted_idle {
             self.emitted_idle = false;
-            self.chain.status(WatermarkStatus::Active)?;
+            self.emit_status(WatermarkStatus::Active)?;
         }
         self.chain.collect(Record { ts, value })?;
         if per_record {
             let wm = self.splits[split].gen.current();
             if let Some(w) = self.valve.watermark(split, wm) {
-                self.chain.watermark(w)?;
+                self.emit_watermark(w)?;
             }
         }
         Ok(())
@@ -164,7 +164,7 @@ impl<T: 'static> SourceOutput<T> {
     /// Split `split` has no more records: it no longer holds the watermark back.
     pub fn finish_split(&mut self, split: usize) -> Result<()> {
         if let Some(w) = self.valve.end(split) {
-            self.chain.watermark(w)?;
+            self.emit_watermark(w)?;
         }
         Ok(())
     }
@@ -172,11 +172,11 @@ impl<T: 'static> SourceOutput<T> {
     fn set_split_status(&mut self, split: usize, s: WatermarkStatus) -> Result<()> {
         let (st, wm) = self.valve.status(split, s);
         if let Some(w) = wm {
-            self.chain.watermark(w)?;
+            self.emit_watermark(w)?;
         }
         if let Some(st) = st {
             self.emitted_idle = st == WatermarkStatus::Idle;
-            self.chain.status(st)?;
+            self.emit_status(st)?;
         }
         Ok(())
     }
@@ -195,7 +195,7 @@ impl<T: 'static> SourceOutput<T> {
         if self.splits.is_empty() && idle_timeout.is_some() && !self.emitted_idle {
             // A reader without splits never holds the watermark back.
             self.emitted_idle = true;
-            return self.chain.status(WatermarkStatus::Idle);
+            return self.emit_status(WatermarkStatus::Idle);
         }
         for i in 0..self.splits.len() {
             if let Some(t) = idle_timeout {
@@ -209,7 +209,7 @@ impl<T: 'static> SourceOutput<T> {
             if generate {
                 let wm = self.splits[i].gen.current();
                 if let Some(w) = self.valve.watermark(i, wm) {
-                    self.chain.watermark(w)?;
+                    self.emit_watermark(w)?;
                 }
             }
         }
@@ -218,11 +218,25 @@ impl<T: 'static> SourceOutput<T> {
 
     /// End of bounded input: the final watermark, then end of input.
     pub(crate) fn finish(&mut self) -> Result<()> {
-        self.chain.watermark(Watermark::MAX)?;
-        self.chain.end_input()
+        self.emit_watermark(Watermark::MAX)?;
+        self.chain.end_input()?;
+        self.ctx.side_outputs.end_input()
     }
 
     pub(crate) fn control(&mut self, c: &mut Control) -> Result<()> {
-        self.chain.control(c)
+        self.chain.control(c)?;
+        self.ctx.side_outputs.control(c)
+    }
+
+    /// The source's watermark advanced: to the chain and the side outputs (dead letters).
+    fn emit_watermark(&mut self, w: Watermark) -> Result<()> {
+        self.chain.watermark(w)?;
+        self.ctx.side_outputs.watermark(w)
+    }
+
+    /// The source became idle or active: to the chain and the side outputs.
+    fn emit_status(&mut self, s: WatermarkStatus) -> Result<()> {
+        self.chain.status(s)?;
+        self.ctx.side_outputs.status(s)
     }
 }
