@@ -84,7 +84,19 @@ impl<T: 'static> OneInputOperator<T, T> for TimestampsOp<T> {
         Ok(())
     }
     fn next_deadline(&mut self) -> Option<i64> {
-        (self.strategy.emit_mode() == WatermarkEmit::Periodic).then_some(self.next_periodic_ms)
+        let periodic =
+            (self.strategy.emit_mode() == WatermarkEmit::Periodic).then_some(self.next_periodic_ms);
+        // Idleness is checked on its own deadline: per-record mode has no periodic one.
+        let idle = match self.strategy.idle_timeout() {
+            Some(t) if !self.idle && self.last_record_ms != i64::MIN => {
+                Some(self.last_record_ms.saturating_add(t))
+            }
+            _ => None,
+        };
+        match (periodic, idle) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
     fn on_processing_time(
         &mut self,
@@ -92,13 +104,16 @@ impl<T: 'static> OneInputOperator<T, T> for TimestampsOp<T> {
         _: &mut OperatorContext,
         out: &mut dyn Output<T>,
     ) -> Result<()> {
-        self.next_periodic_ms = now + self.interval_ms;
         if let Some(t) = self.strategy.idle_timeout() {
             if !self.idle && self.last_record_ms != i64::MIN && now - self.last_record_ms >= t {
                 self.idle = true;
-                return out.status(WatermarkStatus::Idle);
+                out.status(WatermarkStatus::Idle)?;
             }
         }
-        self.emit(out)
+        if self.strategy.emit_mode() == WatermarkEmit::Periodic && now >= self.next_periodic_ms {
+            self.next_periodic_ms = now + self.interval_ms;
+            self.emit(out)?;
+        }
+        Ok(())
     }
 }
