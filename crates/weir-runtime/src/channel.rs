@@ -38,6 +38,7 @@ impl Message {
 }
 
 /// The sending end of one channel.
+#[derive(Clone)]
 pub struct Sender {
     tx: cb::Sender<Message>,
     queued_bytes: Gauge,

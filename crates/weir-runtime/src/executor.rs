@@ -268,6 +268,9 @@ pub fn execute(
                     }
                 }
             }
+            // Holds this task's channels open until its failure (if any) is recorded: the
+            // tasks it feeds then find the job cancelled, not an upstream that vanished.
+            let keepalive: Vec<Sender> = my_senders.values().flatten().cloned().collect();
             let inputs = receivers.remove(&(root, subtask)).unwrap_or_default();
             let (g, chained, cfg, metrics, cancel, first_error) = (
                 g.clone(),
@@ -304,6 +307,7 @@ pub fn execute(
                         }
                         cancel.cancel();
                     }
+                    drop(keepalive);
                 })
                 .map_err(|e| WeirError::io("starting a task thread", e))?;
             handles.push(h);
