@@ -8,6 +8,7 @@
 use crate::context::{CancelToken, JobConfig};
 use crate::output::{Control, Output};
 use crossbeam_channel as cb;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use weir_types::codec::Buffer;
@@ -38,11 +39,21 @@ impl Message {
 }
 
 /// The sending end of one channel.
+///
+/// `queued_bytes` counts the bytes of the messages in the queue, exactly: a message is counted
+/// once it is in the queue (not while its sender waits for room), and the sender counts it only
+/// after the receiver has uncounted every message it took before, so the gauge never holds more
+/// than the channel's capacity in messages.
 #[derive(Clone)]
 pub struct Sender {
     tx: cb::Sender<Message>,
     queued_bytes: Gauge,
     cancel: CancelToken,
+    capacity: u64,
+    /// Messages sent (by the one thread that sends; clones only keep the channel open).
+    sent: std::cell::Cell<u64>,
+    /// Messages the receiver took and uncounted.
+    taken: Arc<AtomicU64>,
 }
 
 /// The receiving end of one channel.
@@ -50,19 +61,28 @@ pub struct Receiver {
     /// The queue.
     pub rx: cb::Receiver<Message>,
     queued_bytes: Gauge,
+    taken: Arc<AtomicU64>,
 }
 
 /// A new channel holding at most `capacity` messages. `queued_bytes` tracks the bytes in it
 /// (and their high-water mark).
 pub fn channel(capacity: usize, queued_bytes: Gauge, cancel: CancelToken) -> (Sender, Receiver) {
     let (tx, rx) = cb::bounded(capacity);
+    let taken = Arc::new(AtomicU64::new(0));
     (
         Sender {
             tx,
             queued_bytes: queued_bytes.clone(),
             cancel,
+            capacity: capacity as u64,
+            sent: std::cell::Cell::new(0),
+            taken: taken.clone(),
         },
-        Receiver { rx, queued_bytes },
+        Receiver {
+            rx,
+            queued_bytes,
+            taken,
+        },
     )
 }
 
@@ -71,31 +91,42 @@ impl Sender {
     /// receiver is gone.
     pub fn send(&self, msg: Message) -> Result<()> {
         let n = msg.bytes();
-        self.queued_bytes.add(n);
         let mut msg = msg;
         loop {
             match self.tx.send_timeout(msg, Duration::from_millis(50)) {
-                Ok(()) => return Ok(()),
+                Ok(()) => break,
                 Err(cb::SendTimeoutError::Timeout(m)) => {
                     if self.cancel.is_cancelled() {
-                        self.queued_bytes.add(-n);
                         return Err(WeirError::Cancelled);
                     }
                     msg = m;
                 }
-                Err(cb::SendTimeoutError::Disconnected(_)) => {
-                    self.queued_bytes.add(-n);
-                    return Err(WeirError::Cancelled);
-                }
+                Err(cb::SendTimeoutError::Disconnected(_)) => return Err(WeirError::Cancelled),
             }
         }
+        let sent = self.sent.get() + 1;
+        self.sent.set(sent);
+        if n > 0 {
+            // The send succeeded, so the receiver has taken all but the last `capacity`
+            // messages; it uncounts each right after taking it. Wait for that (a few
+            // instructions of the receiver), or the gauge would count the taken message and
+            // this one at once.
+            while sent.saturating_sub(self.taken.load(Ordering::Acquire)) > self.capacity
+                && !self.cancel.is_cancelled()
+            {
+                std::thread::yield_now();
+            }
+            self.queued_bytes.add(n);
+        }
+        Ok(())
     }
 }
 
 impl Receiver {
-    /// Accounts for a message taken off the queue.
+    /// Accounts for a message taken off the queue. Call it right after taking each message.
     pub fn taken(&self, msg: &Message) {
         self.queued_bytes.add(-msg.bytes());
+        self.taken.fetch_add(1, Ordering::Release);
     }
 }
 

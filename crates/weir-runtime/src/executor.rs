@@ -212,8 +212,12 @@ pub fn execute(
             continue;
         }
         let (pf, pt) = (g.nodes[e.from].parallelism, g.nodes[e.to].parallelism);
-        let scope = format!("channel {} -> {}", g.nodes[e.from].name, g.nodes[e.to].name);
         for a in 0..pf {
+            // One gauge per channel: `channel A[a] -> B`, subtask b.
+            let scope = format!(
+                "channel {}[{a}] -> {}",
+                g.nodes[e.from].name, g.nodes[e.to].name
+            );
             let mut list = Vec::new();
             for b in e.ty.targets(a, pt) {
                 let gauge = metrics.gauge(&scope, b, "queued_bytes");
