@@ -208,7 +208,12 @@ pub fn run_input_task(
                     head.on_watermark(w)?;
                 }
                 if open_count == 0 {
-                    // Bounded upstreams sent the final watermark before ending.
+                    // Bounded upstreams sent the final watermark before ending, but the valve
+                    // ignores the watermarks of idle inputs: if every input was idle or ended
+                    // when the last final watermark came, it has not passed yet.
+                    if valve.current() < Watermark::MAX.0 {
+                        head.on_watermark(Watermark::MAX)?;
+                    }
                     head.end_input()?;
                     return head.control(&mut Control::Flush);
                 }

@@ -716,3 +716,44 @@ fn side_outputs_carry_watermarks() {
         ]
     );
 }
+
+#[test]
+fn end_of_input_fires_timers_even_when_every_input_was_idle() {
+    let clock = ManualClock::new(1_000_000);
+    let env = StreamEnv::new()
+        .with_parallelism(1)
+        .with_clock(Arc::new(clock.clone()));
+    let (a_tx, a) = feed::<(String, i64)>(1);
+    let (b_tx, b) = feed::<(String, i64)>(1);
+    let strategy = || {
+        WatermarkStrategy::monotonous()
+            .with_timestamps(|r: &(String, i64), _| r.1)
+            .per_record()
+            .with_idleness(millis(500))
+    };
+    let a = env.source(a).assign_timestamps(strategy());
+    let b = env.source(b).assign_timestamps(strategy());
+    let l = log();
+    let out = CollectSink::new();
+    let (u, seen) = probe(&a.union(&[b]));
+    u.key_by(|r: &(String, i64)| r.0.clone())
+        .process(Timers { log: l.clone() })
+        .sink(out.clone());
+    let h = env.execute_async("idle at the end").unwrap();
+    a_tx.send(Feed::Emit(("a".into(), 100), 0)).unwrap();
+    b_tx.send(Feed::Emit(("b".into(), 200), 0)).unwrap();
+    wait_until("2 elements", || entries(&l).len() == 2);
+    // Both inputs go idle, then end.
+    clock.advance(1_000);
+    wait_until("the union is idle", || {
+        entries(&seen).contains(&Seen::Status(WatermarkStatus::Idle))
+    });
+    a_tx.send(Feed::Finish).unwrap();
+    b_tx.send(Feed::Finish).unwrap();
+    join(h).unwrap();
+    assert_eq!(
+        sort(out.values()),
+        vec!["a@1100".to_string(), "b@1200".to_string()],
+        "the final watermark fires every pending timer, idle inputs or not"
+    );
+}
