@@ -51,12 +51,12 @@ impl ProcessFunction<u64, u64> for Split {
         ctx: &mut ProcessContext<'_>,
         out: &mut Collector<'_, u64>,
     ) -> FnResult {
-        if x % 2 == 0 {
+        if x.is_multiple_of(2) {
             out.collect(x);
         } else {
             ctx.output(&self.odd, format!("odd {x}"))?;
         }
-        if x % 5 == 0 {
+        if x.is_multiple_of(5) {
             ctx.output(&self.five, x)?;
         }
         Ok(())
@@ -555,4 +555,46 @@ fn parallelism_one_and_four_give_the_same_results() {
     assert_eq!(one.1.iter().map(|t| t.2).sum::<u64>(), 2_000);
     assert_eq!(one.2.values().sum::<u64>(), 2_000);
     assert_eq!(one, four);
+}
+
+#[test]
+fn invalid_parallelism_is_a_config_error() {
+    let e2 = env(2).with_max_parallelism(4);
+    e2.source(Datagen::new(10, |id, _| id))
+        .key_by(|x: &u64| *x)
+        .process(Total2)
+        .set_parallelism(5)
+        .sink(DiscardSink::new());
+    let e = run(&e2, "too parallel").unwrap_err();
+    assert!(matches!(e, WeirError::Config(_)), "{e}");
+
+    let e1 = env(1);
+    e1.from_collection(vec![1u64])
+        .set_parallelism(2)
+        .sink(DiscardSink::new());
+    let e = run(&e1, "collection in parallel").unwrap_err();
+    assert!(matches!(e, WeirError::Config(_)), "{e}");
+
+    let e0 = env(1);
+    e0.from_collection(vec![1u64])
+        .map(|x| x)
+        .set_parallelism(0)
+        .sink(DiscardSink::new());
+    let e = run(&e0, "no subtask").unwrap_err();
+    assert!(matches!(e, WeirError::Config(_)), "{e}");
+}
+
+#[derive(Clone)]
+struct Total2;
+
+impl KeyedProcessFunction<u64, u64, u64> for Total2 {
+    fn process_element(
+        &mut self,
+        x: u64,
+        _: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, u64>,
+    ) -> FnResult {
+        out.collect(x);
+        Ok(())
+    }
 }

@@ -237,7 +237,7 @@ impl CoProcessFunction<i64, i64, i64> for PassThrough {
 }
 
 fn by_union(a: &DataStream<i64>, b: &DataStream<i64>) -> DataStream<i64> {
-    a.union(&[b.clone()])
+    a.union(std::slice::from_ref(b))
 }
 
 fn by_connect(a: &DataStream<i64>, b: &DataStream<i64>) -> DataStream<i64> {
@@ -755,5 +755,119 @@ fn end_of_input_fires_timers_even_when_every_input_was_idle() {
         sort(out.values()),
         vec!["a@1100".to_string(), "b@1200".to_string()],
         "the final watermark fires every pending timer, idle inputs or not"
+    );
+}
+
+/// Matches a name (first input) with a payment (second input) by id; a name still unmatched
+/// 100 ms of event time later is reported by a timer. Logs what it sees.
+#[derive(Clone, Default)]
+struct Timeout {
+    log: Log<String>,
+    pending: ValueState<String>,
+}
+
+impl KeyedCoProcessFunction<u64, (u64, String, i64), (u64, i64), String> for Timeout {
+    fn open(&mut self, s: &mut StateRegistry<'_, u64>) -> FnResult {
+        self.pending = s.value_state("pending")?;
+        Ok(())
+    }
+    fn process_element1(
+        &mut self,
+        (id, name, ts): (u64, String, i64),
+        ctx: &mut KeyedContext<'_, u64>,
+        _: &mut Collector<'_, String>,
+    ) -> FnResult {
+        self.log.lock().unwrap().push(format!("name {id}"));
+        self.pending.set(ctx, name);
+        ctx.register_event_time_timer(ts + 100);
+        Ok(())
+    }
+    fn process_element2(
+        &mut self,
+        (id, _): (u64, i64),
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, String>,
+    ) -> FnResult {
+        if let Some(n) = self.pending.take(ctx) {
+            self.log.lock().unwrap().push(format!("paid {id} {n}"));
+            out.collect(format!("paid {id} {n}"));
+        }
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, String>,
+    ) -> FnResult {
+        assert!(ctx.current_watermark() >= ts);
+        if let Some(n) = self.pending.take(ctx) {
+            let m = format!(
+                "unpaid {} {n} at {}",
+                ctx.current_key(),
+                ctx.current_watermark()
+            );
+            self.log.lock().unwrap().push(m.clone());
+            out.collect(m);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn keyed_co_process_timers_follow_the_minimum_watermark() {
+    let env = StreamEnv::new().with_parallelism(2);
+    let out = CollectSink::new();
+    let (names_tx, names) = feed::<(u64, String, i64)>(1);
+    let (pay_tx, payments) = feed::<(u64, i64)>(1);
+    let names = env.source(names).assign_timestamps(
+        WatermarkStrategy::monotonous()
+            .with_timestamps(|r: &(u64, String, i64), _| r.2)
+            .per_record(),
+    );
+    let payments = env.source(payments).assign_timestamps(
+        WatermarkStrategy::monotonous()
+            .with_timestamps(|r: &(u64, i64), _| r.1)
+            .per_record(),
+    );
+    let l = log();
+    names
+        .key_by(|r: &(u64, String, i64)| r.0)
+        .connect(&payments.key_by(|r: &(u64, i64)| r.0))
+        .process(Timeout {
+            log: l.clone(),
+            ..Default::default()
+        })
+        .sink(out.clone());
+    let h = env.execute_async("keyed co timers").unwrap();
+    let has = |m: &str| entries(&l).iter().any(|e| e == m);
+    for (id, n) in [(1, "ann"), (2, "bob"), (3, "cy")] {
+        names_tx.send(Feed::Emit((id, n.into(), 1000), 0)).unwrap();
+    }
+    wait_until("3 names", || {
+        entries(&l).iter().filter(|e| e.starts_with("name")).count() == 3
+    });
+    pay_tx.send(Feed::Emit((1, 1050), 0)).unwrap();
+    wait_until("ann paid", || has("paid 1 ann"));
+    // The payments' watermark passes the timers (1299), the names' (999) does not.
+    pay_tx.send(Feed::Emit((3, 1300), 0)).unwrap();
+    wait_until("cy paid", || has("paid 3 cy"));
+    assert!(!entries(&l).iter().any(|e| e.starts_with("unpaid")));
+    // Now the names' watermark is 1999: the minimum is the payments' 1299.
+    names_tx
+        .send(Feed::Emit((4, "dan".into(), 2000), 0))
+        .unwrap();
+    wait_until("bob's timer", || has("unpaid 2 bob at 1299"));
+    names_tx.send(Feed::Finish).unwrap();
+    pay_tx.send(Feed::Finish).unwrap();
+    join(h).unwrap();
+    assert_eq!(
+        sort(out.values()),
+        vec![
+            "paid 1 ann".to_string(),
+            "paid 3 cy".into(),
+            "unpaid 2 bob at 1299".into(),
+            format!("unpaid 4 dan at {MAX}"),
+        ]
     );
 }
