@@ -44,14 +44,13 @@ impl Message {
 /// once it is in the queue (not while its sender waits for room), and the sender counts it only
 /// after the receiver has uncounted every message it took before, so the gauge never holds more
 /// than the channel's capacity in messages.
-#[derive(Clone)]
 pub struct Sender {
     tx: cb::Sender<Message>,
     queued_bytes: Gauge,
     cancel: CancelToken,
     capacity: u64,
     /// Messages sent (by the one thread that sends; clones only keep the channel open).
-    sent: std::cell::Cell<u64>,
+    sent: AtomicU64,
     /// Messages the receiver took and uncounted.
     taken: Arc<AtomicU64>,
 }
@@ -75,7 +74,7 @@ pub fn channel(capacity: usize, queued_bytes: Gauge, cancel: CancelToken) -> (Se
             queued_bytes: queued_bytes.clone(),
             cancel,
             capacity: capacity as u64,
-            sent: std::cell::Cell::new(0),
+            sent: AtomicU64::new(0),
             taken: taken.clone(),
         },
         Receiver {
@@ -84,6 +83,19 @@ pub fn channel(capacity: usize, queued_bytes: Gauge, cancel: CancelToken) -> (Se
             taken,
         },
     )
+}
+
+impl Clone for Sender {
+    fn clone(&self) -> Self {
+        Sender {
+            tx: self.tx.clone(),
+            queued_bytes: self.queued_bytes.clone(),
+            cancel: self.cancel.clone(),
+            capacity: self.capacity,
+            sent: AtomicU64::new(self.sent.load(Ordering::Relaxed)),
+            taken: self.taken.clone(),
+        }
+    }
 }
 
 impl Sender {
@@ -104,8 +116,7 @@ impl Sender {
                 Err(cb::SendTimeoutError::Disconnected(_)) => return Err(WeirError::Cancelled),
             }
         }
-        let sent = self.sent.get() + 1;
-        self.sent.set(sent);
+        let sent = self.sent.fetch_add(1, Ordering::Relaxed) + 1;
         if n > 0 {
             // The send succeeded, so the receiver has taken all but the last `capacity`
             // messages; it uncounts each right after taking it. Wait for that (a few
@@ -302,5 +313,53 @@ impl<T: Data> Output<T> for ChannelWriter<T> {
             self.flush()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_types::codec::Buffer;
+
+    fn data(bytes: usize) -> Message {
+        Message::Data(Buffer {
+            bytes: vec![0; bytes],
+            records: 1,
+        })
+    }
+
+    #[test]
+    fn sender_and_receiver_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Sender>();
+        shareable::<Receiver>();
+    }
+
+    #[test]
+    fn queued_bytes_count_what_is_in_the_queue() {
+        let gauge = Gauge::default();
+        let (tx, rx) = channel(2, gauge.clone(), CancelToken::new());
+        tx.send(data(100)).unwrap();
+        tx.send(Message::Watermark(Watermark(1))).unwrap();
+        assert_eq!(gauge.get(), 100);
+        let m = rx.rx.recv().unwrap();
+        rx.taken(&m);
+        assert_eq!(gauge.get(), 0);
+        // A sender blocked on a full channel does not count its message until it is in.
+        tx.send(data(10)).unwrap();
+        let t = std::thread::spawn(move || {
+            tx.send(data(1000)).unwrap();
+            tx
+        });
+        // (If the thread has not reached its send yet, this holds trivially.)
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(gauge.get(), 10, "the blocked message is not counted");
+        for _ in 0..3 {
+            let m = rx.rx.recv().unwrap();
+            rx.taken(&m);
+        }
+        let _tx = t.join().unwrap();
+        assert_eq!(gauge.get(), 0);
+        assert!(gauge.max() <= 1010, "at most two messages: {}", gauge.max());
     }
 }
