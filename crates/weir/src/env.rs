@@ -205,11 +205,9 @@ impl StreamEnv {
     /// Adds a source. Its parallelism is the default, capped by what the source supports.
     pub fn source<T: Data>(&self, source: impl Source<T>) -> DataStream<T> {
         let max = source.max_parallelism();
-        let name = std::any::type_name_of_val(&source)
-            .rsplit("::")
-            .next()
-            .unwrap_or("source")
-            .to_lowercase();
+        let full = std::any::type_name_of_val(&source);
+        let base = full.split('<').next().unwrap_or(full);
+        let name = base.rsplit("::").next().unwrap_or("source").to_lowercase();
         self.source_named(&name, source, max)
     }
 

@@ -32,7 +32,7 @@ pub mod operators;
 mod options;
 mod stream;
 
-pub use env::{JobHandle, StreamEnv};
+pub use env::{init_logging, JobHandle, StreamEnv};
 pub use options::EnvOptions;
 pub use stream::{BroadcastStream, ConnectedStreams, DataStream, KeyedStream, OutputTag};
 pub use weir_runtime::{
