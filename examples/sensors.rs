@@ -19,6 +19,12 @@ struct Cli {
     /// Readings in all (each sensor reports once per second of event time).
     #[arg(long, default_value_t = 600)]
     readings: u64,
+    /// Never stop (until Ctrl-C).
+    #[arg(long)]
+    unbounded: bool,
+    /// Readings per second (all sensors together); unlimited when absent.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 /// Mean of f64 values: accumulator (sum, count).
@@ -89,7 +95,14 @@ fn main() -> anyhow::Result<()> {
     weir::init_logging();
     let cli = Cli::parse();
     let env = StreamEnv::from_options(cli.weir)?;
-    env.source(Datagen::sensors(cli.sensors, cli.readings))
+    let mut readings = Datagen::sensors(cli.sensors, cli.readings);
+    if cli.unbounded {
+        readings = readings.unbounded();
+    }
+    if let Some(r) = cli.rate {
+        readings = readings.rate(r);
+    }
+    env.source(readings)
         .assign_timestamps(
             WatermarkStrategy::bounded_out_of_orderness(secs(5)).with_idleness(secs(30)),
         )
@@ -101,8 +114,13 @@ fn main() -> anyhow::Result<()> {
         .process(AveragePerPeriod::default())
         .sink(Stdout::with(|s: &String| s.clone()));
     let result = env.execute("sensors")?;
+    let how = if result.cancelled {
+        "cancelled"
+    } else {
+        "done"
+    };
     eprintln!(
-        "done in {:.2?}: {}",
+        "{how} after {:.2?}: {}",
         result.elapsed,
         result.tasks.join("; ")
     );
