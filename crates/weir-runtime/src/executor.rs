@@ -164,7 +164,10 @@ impl Builder<'_> {
         };
         let sides = groups
             .into_iter()
-            .map(|(tag, list)| (tag.unwrap(), combine(self.g, list)))
+            .map(|(tag, list)| {
+                let ty = self.g.edges[list[0].0].ty.clone();
+                (tag.unwrap(), ty.side(combine(self.g, list)))
+            })
             .collect();
         Ok(Outputs { main, sides })
     }

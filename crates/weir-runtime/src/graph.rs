@@ -3,7 +3,9 @@
 //! The typed API (crate `weir`) builds a [`Graph`]; each node carries a factory that, inside the
 //! task's thread, builds the node's operator for one subtask and chains it to its outputs.
 use crate::channel::{ChannelWriter, Partition, Sender};
-use crate::context::{BadRecordPolicy, JobConfig, OperatorContext, SideOutputs};
+use crate::context::{
+    BadRecordPolicy, JobConfig, OperatorContext, SideOutput, SideOutputs, TypedSideOutput,
+};
 use crate::output::{erase, unerase, AnyOutput, Discard, Fanout, Output};
 use crate::source::{Source, SourceOutput};
 use crate::task::{InputHead, Mailbox, OneInputHead};
@@ -24,8 +26,8 @@ pub type NodeId = usize;
 pub struct Outputs {
     /// `Box<dyn Output<Out>>`, erased.
     pub main: AnyOutput,
-    /// Side outputs by tag, each `Box<dyn Output<S>>` erased.
-    pub sides: HashMap<String, AnyOutput>,
+    /// Side outputs by tag.
+    pub sides: HashMap<String, Box<dyn SideOutput>>,
 }
 
 impl Outputs {
@@ -84,6 +86,8 @@ pub trait EdgeType: Send + Sync {
     fn writer(&self, senders: Vec<Sender>, from_subtask: usize, cfg: &JobConfig) -> AnyOutput;
     /// Combines several outputs of this type.
     fn fanout(&self, outs: Vec<AnyOutput>) -> AnyOutput;
+    /// Wraps an output of this type as a side output.
+    fn side(&self, out: AnyOutput) -> Box<dyn SideOutput>;
     /// Partitioning name.
     fn partition_name(&self) -> &'static str;
     /// Which receiving subtasks a sender talks to.
@@ -113,6 +117,9 @@ impl<T: Data> EdgeType for TypedEdge<T> {
         erase::<T>(Box::new(Fanout::new(
             outs.into_iter().map(unerase::<T>).collect(),
         )))
+    }
+    fn side(&self, out: AnyOutput) -> Box<dyn SideOutput> {
+        Box::new(TypedSideOutput(unerase::<T>(out)))
     }
     fn partition_name(&self) -> &'static str {
         self.partition.name()

@@ -199,13 +199,16 @@ impl<In, Out, Op: OneInputOperator<In, Out>> Output<In> for Stage<Op, In, Out> {
     }
     fn watermark(&mut self, wm: Watermark) -> Result<()> {
         self.ctx.watermark = wm.0;
-        guarded!(self, |op, ctx, out| op.on_watermark(wm, ctx, out))
+        guarded!(self, |op, ctx, out| op.on_watermark(wm, ctx, out))?;
+        self.ctx.side_outputs.watermark(wm)
     }
     fn status(&mut self, s: WatermarkStatus) -> Result<()> {
-        guarded!(self, |op, ctx, out| op.on_status(s, ctx, out))
+        guarded!(self, |op, ctx, out| op.on_status(s, ctx, out))?;
+        self.ctx.side_outputs.status(s)
     }
     fn end_input(&mut self) -> Result<()> {
         guarded!(self, |op, ctx, out| op.end_input(ctx, out))?;
+        self.ctx.side_outputs.end_input()?;
         self.out.end_input()
     }
     fn control(&mut self, c: &mut Control) -> Result<()> {
@@ -219,6 +222,7 @@ impl<In, Out, Op: OneInputOperator<In, Out>> Output<In> for Stage<Op, In, Out> {
             Control::NextDeadline(_) => c.offer_deadline(self.op.next_deadline()),
             Control::Flush => guarded!(self, |op, ctx, out| op.on_flush(ctx, out))?,
         }
+        self.ctx.side_outputs.control(c)?;
         self.out.control(c)
     }
 }

@@ -219,10 +219,13 @@ impl<T: 'static> SourceOutput<T> {
     /// End of bounded input: the final watermark, then end of input.
     pub(crate) fn finish(&mut self) -> Result<()> {
         self.chain.watermark(Watermark::MAX)?;
+        self.ctx.side_outputs.watermark(Watermark::MAX)?;
+        self.ctx.side_outputs.end_input()?;
         self.chain.end_input()
     }
 
     pub(crate) fn control(&mut self, c: &mut Control) -> Result<()> {
+        self.ctx.side_outputs.control(c)?;
         self.chain.control(c)
     }
 }

@@ -70,13 +70,16 @@ impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
     }
     fn on_watermark(&mut self, wm: Watermark) -> Result<()> {
         self.ctx.watermark = wm.0;
-        self.guarded(|op, ctx, out| op.on_watermark(wm, ctx, out))
+        self.guarded(|op, ctx, out| op.on_watermark(wm, ctx, out))?;
+        self.ctx.side_outputs.watermark(wm)
     }
     fn on_status(&mut self, s: WatermarkStatus) -> Result<()> {
+        self.ctx.side_outputs.status(s)?;
         self.out.status(s)
     }
     fn end_input(&mut self) -> Result<()> {
         self.guarded(|op, ctx, out| op.end_input(ctx, out))?;
+        self.ctx.side_outputs.end_input()?;
         self.out.end_input()
     }
     fn control(&mut self, c: &mut Control) -> Result<()> {
@@ -89,6 +92,7 @@ impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
             Control::NextDeadline(_) => c.offer_deadline(self.op.next_deadline()),
             _ => {}
         }
+        self.ctx.side_outputs.control(c)?;
         self.out.control(c)
     }
 }

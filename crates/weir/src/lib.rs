@@ -31,9 +31,10 @@ pub mod functions;
 pub mod operators;
 mod options;
 mod stream;
+pub mod windows;
 
 pub use env::{init_logging, JobHandle, StreamEnv};
-pub use options::EnvOptions;
+pub use options::{parse_duration_ms, EnvOptions};
 pub use stream::{BroadcastStream, ConnectedStreams, DataStream, KeyedStream, OutputTag};
 pub use weir_runtime::{
     BadRecordPolicy, DeadLetter, JobResult, Poll, Source, SourceOutput, SourceReader,
