@@ -256,6 +256,8 @@ pub struct OperatorContext {
     pub task: Rc<TaskShared>,
     /// Wakes the task (for async completions).
     pub waker: crate::task::TaskWaker,
+    /// The job's cancellation: long waits inside an operator must give up when it is set.
+    pub cancel: CancelToken,
 }
 
 impl OperatorContext {

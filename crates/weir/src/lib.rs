@@ -28,14 +28,17 @@
 pub mod connectors;
 mod env;
 pub mod functions;
+pub mod io_runtime;
 pub mod operators;
 mod options;
 mod stream;
+mod stream_async;
 pub mod windows;
 
 pub use env::{init_logging, JobHandle, StreamEnv};
 pub use options::{parse_duration_ms, EnvOptions};
 pub use stream::{BroadcastStream, ConnectedStreams, DataStream, KeyedStream, OutputTag};
+pub use stream_async::{AsyncMode, AsyncOptions};
 pub use weir_runtime::{
     BadRecordPolicy, DeadLetter, JobResult, Poll, Source, SourceOutput, SourceReader,
     WatermarkStrategy,
@@ -71,4 +74,5 @@ pub mod prelude {
         MapState, OutputTag, ReducingState, StateAccess, StateTtl, StreamEnv, ValueState,
         WatermarkStrategy,
     };
+    pub use crate::{AsyncMode, AsyncOptions};
 }
