@@ -256,7 +256,7 @@ pub fn run_source_task<T: 'static>(
         polls = polls.wrapping_add(1);
         let now = clock.now_ms();
         out.on_time(now)?;
-        if polls % 16 == 0 || status != Poll::Ready {
+        if polls.is_multiple_of(16) || status != Poll::Ready {
             let mut c = Control::NextDeadline(None);
             out.control(&mut c)?;
             next_deadline = match c {

@@ -84,10 +84,8 @@ impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
     }
     fn control(&mut self, c: &mut Control) -> Result<()> {
         match *c {
-            Control::Tick(now) => {
-                if self.op.next_deadline().is_some_and(|d| d <= now) {
-                    self.guarded(|op, ctx, out| op.on_processing_time(now, ctx, out))?;
-                }
+            Control::Tick(now) if self.op.next_deadline().is_some_and(|d| d <= now) => {
+                self.guarded(|op, ctx, out| op.on_processing_time(now, ctx, out))?;
             }
             Control::NextDeadline(_) => c.offer_deadline(self.op.next_deadline()),
             _ => {}

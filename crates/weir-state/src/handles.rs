@@ -83,7 +83,7 @@ impl<N: Namespace, S: Data> Cell<N, S> {
 
     #[inline]
     fn live(ttl: Option<StateTtl>, now: i64, v: &Stamped<S>) -> bool {
-        ttl.map_or(true, |t| now - v.written_ms < t.ttl_ms)
+        ttl.is_none_or(|t| now - v.written_ms < t.ttl_ms)
     }
 
     #[inline]

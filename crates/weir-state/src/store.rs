@@ -214,7 +214,7 @@ impl<K: Key> KeyedStateStore<K> {
         let now = self.clock.now_ms();
         let ttl = slot.ttl;
         slot.table.for_each(&mut |k, n, v| {
-            if ttl.map_or(true, |t| now - v.written_ms < t.ttl_ms) {
+            if ttl.is_none_or(|t| now - v.written_ms < t.ttl_ms) {
                 f(k, n, &v.value)
             }
         })

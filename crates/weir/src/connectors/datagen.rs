@@ -163,7 +163,8 @@ impl BenchEvent {
     pub fn of(id: u64, keys: u64) -> Self {
         BenchEvent {
             id,
-            k: ((id.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF) as u128 * keys as u128 >> 32) as u64,
+            k: (((id.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF) as u128 * keys as u128) >> 32)
+                as u64,
             price: (1 + id.wrapping_mul(7919) % 10_000) as u32,
             ts_ms: (id / 1000) as i64,
         }
