@@ -29,6 +29,7 @@ pub mod connectors;
 mod env;
 pub mod functions;
 pub mod io_runtime;
+pub mod joins;
 pub mod operators;
 mod options;
 mod stream;
