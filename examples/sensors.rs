@@ -1,12 +1,12 @@
 //! The sensor pipeline of the seed talk: readings arrive in Fahrenheit, out of order; convert
-//! them to Celsius, key them by sensor, and every 5 seconds of event time emit each sensor's
-//! average temperature (event-time timers + aggregating state).
+//! them to Celsius, key them by sensor, and emit each sensor's average temperature over 5-second
+//! tumbling event-time windows.
 //!
 //!     cargo run --release --example sensors -- --sensors 100 --readings 6000 -p 2
 use clap::Parser;
-use std::sync::Arc;
 use weir::prelude::*;
-use weir::{AggregateFunction, AggregatingState};
+use weir::windows::{TimeWindow, Tumbling};
+use weir::AggregateFunction;
 
 #[derive(Parser)]
 #[command(about = "Average temperature per sensor over 5-second event-time periods")]
@@ -27,14 +27,14 @@ struct Cli {
     rate: Option<f64>,
 }
 
-/// Mean of f64 values: accumulator (sum, count).
+/// Mean temperature: accumulator (sum, count).
 struct Mean;
-impl AggregateFunction<f64, (f64, u64), f64> for Mean {
+impl AggregateFunction<SensorReading, (f64, u64), f64> for Mean {
     fn create_accumulator(&self) -> (f64, u64) {
         (0.0, 0)
     }
-    fn add(&self, acc: &mut (f64, u64), v: f64) {
-        acc.0 += v;
+    fn add(&self, acc: &mut (f64, u64), r: SensorReading) {
+        acc.0 += r.temperature;
         acc.1 += 1;
     }
     fn get_result(&self, acc: &(f64, u64)) -> f64 {
@@ -47,49 +47,6 @@ impl AggregateFunction<f64, (f64, u64), f64> for Mean {
 }
 
 const PERIOD_MS: i64 = 5_000;
-
-/// The mean per sensor and period: state namespaced by the period's last millisecond, so
-/// periods stay apart however late the watermark comes.
-#[derive(Clone, Default)]
-struct AveragePerPeriod {
-    mean: AggregatingState<f64, (f64, u64), f64, i64>,
-}
-
-impl KeyedProcessFunction<u64, SensorReading, String> for AveragePerPeriod {
-    fn open(&mut self, s: &mut StateRegistry<'_, u64>) -> FnResult {
-        self.mean = AggregatingState::register(s.store(), "mean", Arc::new(Mean), None)?;
-        Ok(())
-    }
-    fn process_element(
-        &mut self,
-        r: SensorReading,
-        ctx: &mut KeyedContext<'_, u64>,
-        _: &mut Collector<'_, String>,
-    ) -> FnResult {
-        // Emit at the end of the 5 s period this reading belongs to.
-        let end = r.ts_ms - r.ts_ms.rem_euclid(PERIOD_MS) + PERIOD_MS - 1;
-        self.mean.add_in(ctx, &end, r.temperature);
-        ctx.register_event_time_timer(end);
-        Ok(())
-    }
-    fn on_timer(
-        &mut self,
-        ts: i64,
-        ctx: &mut KeyedContext<'_, u64>,
-        out: &mut Collector<'_, String>,
-    ) -> FnResult {
-        if let Some(avg) = self.mean.get_in(ctx, &ts) {
-            let start = ts + 1 - PERIOD_MS;
-            out.collect(format!(
-                "sensor {:>3}  [{start}, {})  avg {avg:.1} °C",
-                ctx.current_key(),
-                ts + 1
-            ));
-        }
-        self.mean.clear_in(ctx, &ts);
-        Ok(())
-    }
-}
 
 fn main() -> anyhow::Result<()> {
     weir::init_logging();
@@ -111,7 +68,13 @@ fn main() -> anyhow::Result<()> {
             ..r
         })
         .key_by(|r: &SensorReading| r.sensor_id)
-        .process(AveragePerPeriod::default())
+        .window(Tumbling::event_time(PERIOD_MS))
+        .aggregate_with(Mean, |sensor: &u64, w: &TimeWindow, avg: f64| {
+            format!(
+                "sensor {sensor:>3}  [{}, {})  avg {avg:.1} °C",
+                w.start, w.end
+            )
+        })
         .sink(Stdout::with(|s: &String| s.clone()));
     let result = env.execute("sensors")?;
     let how = if result.cancelled {

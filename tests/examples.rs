@@ -184,3 +184,34 @@ fn ctrl_c_cancels_an_unbounded_job_and_exits_zero() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(err.contains("cancelled"), "{err}");
 }
+
+#[test]
+fn hourly_counts_final_results_add_up_to_every_impression() {
+    let (out, _) = run(
+        "hourly_counts",
+        &[
+            "--campaigns",
+            "3",
+            "--impressions",
+            "6000",
+            "--rate",
+            "0",
+            "-p",
+            "2",
+        ],
+    );
+    let mut last: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for l in out.lines() {
+        let body = l.split_once("> ").map_or(l, |x| x.1);
+        let campaign = body.split_whitespace().nth(1).unwrap().to_string();
+        let hour = body.split_whitespace().nth(3).unwrap().to_string();
+        let n: u64 = body.rsplit(' ').next().unwrap().parse().unwrap();
+        let prev = last.insert((campaign, hour), n);
+        assert!(
+            prev.is_none_or(|p| p < n),
+            "counts only grow and repeat nothing: {l}"
+        );
+    }
+    assert_eq!(last.len(), 6, "3 campaigns x 2 hours: {out}");
+    assert_eq!(last.values().sum::<u64>(), 6000);
+}
