@@ -1,5 +1,6 @@
 //! What a task and its operators know about the job they run in.
-use crate::output::{Control, ErasedOutput, Output};
+use crate::output::{Control, Output};
+use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -142,33 +143,64 @@ impl TaskShared {
     }
 }
 
+/// A side output with its type erased: records go through `as_any_mut` (downcast to
+/// `Box<dyn Output<S>>`), while watermarks, status, end of input and task control reach it
+/// like the main output.
+pub trait SideOutput {
+    /// The typed output, as `Box<dyn Output<S>>`.
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+    /// Forwards a watermark.
+    fn watermark(&mut self, wm: Watermark) -> Result<()>;
+    /// Forwards a status change.
+    fn status(&mut self, s: WatermarkStatus) -> Result<()>;
+    /// Forwards end of input.
+    fn end_input(&mut self) -> Result<()>;
+    /// Forwards task control.
+    fn control(&mut self, c: &mut Control) -> Result<()>;
+}
+
+/// The typed [`SideOutput`].
+pub struct TypedSideOutput<S>(pub Box<dyn Output<S>>);
+
+impl<S: 'static> SideOutput for TypedSideOutput<S> {
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        &mut self.0
+    }
+    fn watermark(&mut self, wm: Watermark) -> Result<()> {
+        self.0.watermark(wm)
+    }
+    fn status(&mut self, s: WatermarkStatus) -> Result<()> {
+        self.0.status(s)
+    }
+    fn end_input(&mut self) -> Result<()> {
+        self.0.end_input()
+    }
+    fn control(&mut self, c: &mut Control) -> Result<()> {
+        self.0.control(c)
+    }
+}
+
 /// The side outputs of one operator subtask, by tag name.
-///
-/// Besides records, side outputs get what the operator's main output gets: watermarks, idleness,
-/// end of input and task control (flushes, timers of chained operators). The stage that runs the
-/// operator forwards these (see [`crate::operator::Stage`]).
 #[derive(Default)]
 pub struct SideOutputs {
-    outs: HashMap<String, Box<dyn ErasedOutput>>,
+    outs: Vec<(String, Box<dyn SideOutput>)>,
 }
 
 impl SideOutputs {
     /// Side outputs from the graph builder.
-    pub fn new(outs: HashMap<String, Box<dyn ErasedOutput>>) -> Self {
+    pub fn new(outs: HashMap<String, Box<dyn SideOutput>>) -> Self {
+        let mut outs: Vec<_> = outs.into_iter().collect();
+        outs.sort_by(|a, b| a.0.cmp(&b.0));
         SideOutputs { outs }
-    }
-    /// Whether there is no side output.
-    pub fn is_empty(&self) -> bool {
-        self.outs.is_empty()
     }
     /// Whether somebody consumes `tag`.
     pub fn has(&self, tag: &str) -> bool {
-        self.outs.contains_key(tag)
+        self.outs.iter().any(|(t, _)| t == tag)
     }
     /// Sends a record to side output `tag`; dropped if nobody consumes it.
     pub fn emit<S: 'static>(&mut self, tag: &str, rec: Record<S>) -> Result<()> {
-        match self.outs.get_mut(tag) {
-            Some(o) => o
+        match self.outs.iter_mut().find(|(t, _)| t == tag) {
+            Some((_, o)) => o
                 .as_any_mut()
                 .downcast_mut::<Box<dyn Output<S>>>()
                 .ok_or_else(|| {
@@ -178,28 +210,21 @@ impl SideOutputs {
             None => Ok(()),
         }
     }
-    /// Visits every side output with a control or watermark call.
-    pub fn for_each(
-        &mut self,
-        mut f: impl FnMut(&mut dyn ErasedOutput) -> Result<()>,
-    ) -> Result<()> {
-        self.outs.values_mut().try_for_each(|o| f(&mut **o))
-    }
     /// Forwards a watermark to every side output.
     pub fn watermark(&mut self, wm: Watermark) -> Result<()> {
-        self.for_each(|o| o.watermark(wm))
+        self.outs.iter_mut().try_for_each(|(_, o)| o.watermark(wm))
     }
-    /// Forwards an idleness change to every side output.
+    /// Forwards a status change to every side output.
     pub fn status(&mut self, s: WatermarkStatus) -> Result<()> {
-        self.for_each(|o| o.status(s))
+        self.outs.iter_mut().try_for_each(|(_, o)| o.status(s))
     }
-    /// Ends every side output.
+    /// Forwards end of input to every side output.
     pub fn end_input(&mut self) -> Result<()> {
-        self.for_each(|o| o.end_input())
+        self.outs.iter_mut().try_for_each(|(_, o)| o.end_input())
     }
-    /// Passes task control to every side output.
+    /// Forwards task control to every side output.
     pub fn control(&mut self, c: &mut Control) -> Result<()> {
-        self.for_each(|o| o.control(c))
+        self.outs.iter_mut().try_for_each(|(_, o)| o.control(c))
     }
 }
 
@@ -231,6 +256,8 @@ pub struct OperatorContext {
     pub task: Rc<TaskShared>,
     /// Wakes the task (for async completions).
     pub waker: crate::task::TaskWaker,
+    /// The job's cancellation: long waits inside an operator must give up when it is set.
+    pub cancel: CancelToken,
 }
 
 impl OperatorContext {

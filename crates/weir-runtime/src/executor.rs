@@ -103,6 +103,7 @@ struct Builder<'a> {
     senders: HashMap<usize, Vec<Sender>>,
     shared: Rc<TaskShared>,
     waker: TaskWaker,
+    cancel: CancelToken,
 }
 
 impl Builder<'_> {
@@ -124,6 +125,7 @@ impl Builder<'_> {
             side_outputs: SideOutputs::default(),
             task: self.shared.clone(),
             waker: self.waker.clone(),
+            cancel: self.cancel.clone(),
         }
     }
 
@@ -353,6 +355,7 @@ fn run_task(
         senders,
         shared: Rc::new(TaskShared::default()),
         waker: mailbox.waker(),
+        cancel: cancel.clone(),
     };
     let outputs = b.outputs(root)?;
     let ctx = b.ctx(root);

@@ -3,8 +3,10 @@
 //! The typed API (crate `weir`) builds a [`Graph`]; each node carries a factory that, inside the
 //! task's thread, builds the node's operator for one subtask and chains it to its outputs.
 use crate::channel::{ChannelWriter, Partition, Sender};
-use crate::context::{BadRecordPolicy, JobConfig, OperatorContext, SideOutputs};
-use crate::output::{erase, erase_side, unerase, AnyOutput, Discard, ErasedOutput, Fanout, Output};
+use crate::context::{
+    BadRecordPolicy, JobConfig, OperatorContext, SideOutput, SideOutputs, TypedSideOutput,
+};
+use crate::output::{erase, unerase, AnyOutput, Discard, Fanout, Output};
 use crate::source::{Source, SourceOutput};
 use crate::task::{InputHead, Mailbox, OneInputHead};
 use crate::watermark::WatermarkStrategy;
@@ -24,8 +26,8 @@ pub type NodeId = usize;
 pub struct Outputs {
     /// `Box<dyn Output<Out>>`, erased.
     pub main: AnyOutput,
-    /// Side outputs by tag, each a `Box<dyn Output<S>>` with its record type erased.
-    pub sides: HashMap<String, Box<dyn ErasedOutput>>,
+    /// Side outputs by tag.
+    pub sides: HashMap<String, Box<dyn SideOutput>>,
 }
 
 impl Outputs {
@@ -84,8 +86,8 @@ pub trait EdgeType: Send + Sync {
     fn writer(&self, senders: Vec<Sender>, from_subtask: usize, cfg: &JobConfig) -> AnyOutput;
     /// Combines several outputs of this type.
     fn fanout(&self, outs: Vec<AnyOutput>) -> AnyOutput;
-    /// An output of this type as a side output (which also takes watermarks and control).
-    fn side(&self, out: AnyOutput) -> Box<dyn ErasedOutput>;
+    /// Wraps an output of this type as a side output.
+    fn side(&self, out: AnyOutput) -> Box<dyn SideOutput>;
     /// Partitioning name.
     fn partition_name(&self) -> &'static str;
     /// Which receiving subtasks a sender talks to.
@@ -116,8 +118,8 @@ impl<T: Data> EdgeType for TypedEdge<T> {
             outs.into_iter().map(unerase::<T>).collect(),
         )))
     }
-    fn side(&self, out: AnyOutput) -> Box<dyn ErasedOutput> {
-        erase_side(unerase::<T>(out))
+    fn side(&self, out: AnyOutput) -> Box<dyn SideOutput> {
+        Box::new(TypedSideOutput(unerase::<T>(out)))
     }
     fn partition_name(&self) -> &'static str {
         self.partition.name()

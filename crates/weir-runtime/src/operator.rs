@@ -200,7 +200,6 @@ impl<In, Out, Op: OneInputOperator<In, Out>> Output<In> for Stage<Op, In, Out> {
     fn watermark(&mut self, wm: Watermark) -> Result<()> {
         self.ctx.watermark = wm.0;
         guarded!(self, |op, ctx, out| op.on_watermark(wm, ctx, out))?;
-        // Side outputs follow the operator's input watermark (after timers it fired).
         self.ctx.side_outputs.watermark(wm)
     }
     fn status(&mut self, s: WatermarkStatus) -> Result<()> {
@@ -209,8 +208,8 @@ impl<In, Out, Op: OneInputOperator<In, Out>> Output<In> for Stage<Op, In, Out> {
     }
     fn end_input(&mut self) -> Result<()> {
         guarded!(self, |op, ctx, out| op.end_input(ctx, out))?;
-        self.out.end_input()?;
-        self.ctx.side_outputs.end_input()
+        self.ctx.side_outputs.end_input()?;
+        self.out.end_input()
     }
     fn control(&mut self, c: &mut Control) -> Result<()> {
         match *c {
@@ -223,7 +222,7 @@ impl<In, Out, Op: OneInputOperator<In, Out>> Output<In> for Stage<Op, In, Out> {
             Control::NextDeadline(_) => c.offer_deadline(self.op.next_deadline()),
             Control::Flush => guarded!(self, |op, ctx, out| op.on_flush(ctx, out))?,
         }
-        self.out.control(c)?;
-        self.ctx.side_outputs.control(c)
+        self.ctx.side_outputs.control(c)?;
+        self.out.control(c)
     }
 }

@@ -97,48 +97,6 @@ impl<T> Output<T> for Discard {
 /// A typed output behind `dyn Any`, as the type-erased graph builder passes them around.
 pub type AnyOutput = Box<dyn Any>;
 
-/// A typed output whose record type is erased but that still takes watermarks, status, end of
-/// input and control: a side output, whose record type only the operator knows. Side outputs
-/// follow their operator's stream like its main output does, so their consumers see event time
-/// advance and their input end.
-pub trait ErasedOutput {
-    /// The typed output (a `Box<dyn Output<T>>`), to downcast for records.
-    fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// Event time advanced.
-    fn watermark(&mut self, wm: Watermark) -> Result<()>;
-    /// The stream became idle or active.
-    fn status(&mut self, s: WatermarkStatus) -> Result<()>;
-    /// No more input will come.
-    fn end_input(&mut self) -> Result<()>;
-    /// Task control.
-    fn control(&mut self, c: &mut Control) -> Result<()>;
-}
-
-struct Side<T>(Box<dyn Output<T>>);
-
-impl<T: 'static> ErasedOutput for Side<T> {
-    fn as_any_mut(&mut self) -> &mut dyn Any {
-        &mut self.0
-    }
-    fn watermark(&mut self, wm: Watermark) -> Result<()> {
-        self.0.watermark(wm)
-    }
-    fn status(&mut self, s: WatermarkStatus) -> Result<()> {
-        self.0.status(s)
-    }
-    fn end_input(&mut self) -> Result<()> {
-        self.0.end_input()
-    }
-    fn control(&mut self, c: &mut Control) -> Result<()> {
-        self.0.control(c)
-    }
-}
-
-/// Erases the record type of an output, keeping its control methods.
-pub fn erase_side<T: 'static>(o: Box<dyn Output<T>>) -> Box<dyn ErasedOutput> {
-    Box::new(Side(o))
-}
-
 /// Boxes a typed output for the graph builder.
 pub fn erase<T: 'static>(o: Box<dyn Output<T>>) -> AnyOutput {
     Box::new(o)

@@ -218,14 +218,15 @@ impl<T: 'static> SourceOutput<T> {
 
     /// End of bounded input: the final watermark, then end of input.
     pub(crate) fn finish(&mut self) -> Result<()> {
-        self.emit_watermark(Watermark::MAX)?;
-        self.chain.end_input()?;
-        self.ctx.side_outputs.end_input()
+        self.chain.watermark(Watermark::MAX)?;
+        self.ctx.side_outputs.watermark(Watermark::MAX)?;
+        self.ctx.side_outputs.end_input()?;
+        self.chain.end_input()
     }
 
     pub(crate) fn control(&mut self, c: &mut Control) -> Result<()> {
-        self.chain.control(c)?;
-        self.ctx.side_outputs.control(c)
+        self.ctx.side_outputs.control(c)?;
+        self.chain.control(c)
     }
 
     /// The source's watermark advanced: to the chain and the side outputs (dead letters).

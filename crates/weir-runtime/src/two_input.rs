@@ -74,13 +74,13 @@ impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
         self.ctx.side_outputs.watermark(wm)
     }
     fn on_status(&mut self, s: WatermarkStatus) -> Result<()> {
-        self.out.status(s)?;
-        self.ctx.side_outputs.status(s)
+        self.ctx.side_outputs.status(s)?;
+        self.out.status(s)
     }
     fn end_input(&mut self) -> Result<()> {
         self.guarded(|op, ctx, out| op.end_input(ctx, out))?;
-        self.out.end_input()?;
-        self.ctx.side_outputs.end_input()
+        self.ctx.side_outputs.end_input()?;
+        self.out.end_input()
     }
     fn control(&mut self, c: &mut Control) -> Result<()> {
         match *c {
@@ -90,8 +90,8 @@ impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
             Control::NextDeadline(_) => c.offer_deadline(self.op.next_deadline()),
             _ => {}
         }
-        self.out.control(c)?;
-        self.ctx.side_outputs.control(c)
+        self.ctx.side_outputs.control(c)?;
+        self.out.control(c)
     }
 }
 

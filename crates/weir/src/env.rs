@@ -205,18 +205,9 @@ impl StreamEnv {
     /// Adds a source. Its parallelism is the default, capped by what the source supports.
     pub fn source<T: Data>(&self, source: impl Source<T>) -> DataStream<T> {
         let max = source.max_parallelism();
-        // The type's own name, without its path or generic arguments (which have paths too):
-        // `weir::connectors::file::FileSource<my::Row>` is `filesource`.
         let full = std::any::type_name_of_val(&source);
-        let name = full
-            .split('<')
-            .next()
-            .unwrap_or(full)
-            .rsplit("::")
-            .next()
-            .filter(|n| !n.is_empty())
-            .unwrap_or("source")
-            .to_lowercase();
+        let base = full.split('<').next().unwrap_or(full);
+        let name = base.rsplit("::").next().unwrap_or("source").to_lowercase();
         self.source_named(&name, source, max)
     }
 

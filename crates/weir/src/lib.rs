@@ -28,13 +28,18 @@
 pub mod connectors;
 mod env;
 pub mod functions;
+pub mod io_runtime;
+pub mod joins;
 pub mod operators;
 mod options;
 mod stream;
+mod stream_async;
+pub mod windows;
 
-pub use env::{JobHandle, StreamEnv};
-pub use options::EnvOptions;
+pub use env::{init_logging, JobHandle, StreamEnv};
+pub use options::{parse_duration_ms, EnvOptions};
 pub use stream::{BroadcastStream, ConnectedStreams, DataStream, KeyedStream, OutputTag};
+pub use stream_async::{AsyncMode, AsyncOptions};
 pub use weir_runtime::{
     BadRecordPolicy, DeadLetter, JobResult, Poll, Source, SourceOutput, SourceReader,
     WatermarkStrategy,
@@ -70,4 +75,5 @@ pub mod prelude {
         MapState, OutputTag, ReducingState, StateAccess, StateTtl, StreamEnv, ValueState,
         WatermarkStrategy,
     };
+    pub use crate::{AsyncMode, AsyncOptions};
 }

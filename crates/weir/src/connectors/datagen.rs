@@ -50,6 +50,7 @@ pub struct Datagen<T> {
     count: Option<u64>,
     rate_per_s: Option<f64>,
     seed: u64,
+    keep_open: bool,
 }
 
 impl<T> Clone for Datagen<T> {
@@ -60,6 +61,7 @@ impl<T> Clone for Datagen<T> {
             count: self.count,
             rate_per_s: self.rate_per_s,
             seed: self.seed,
+            keep_open: self.keep_open,
         }
     }
 }
@@ -76,7 +78,14 @@ impl<T: Data> Datagen<T> {
             count: Some(count),
             rate_per_s: None,
             seed: 0,
+            keep_open: false,
         }
+    }
+    /// After the last record, stays open without emitting (an idle, unbounded source): for
+    /// tests of idleness and processing time.
+    pub fn keep_open(mut self) -> Self {
+        self.keep_open = true;
+        self
     }
     /// Never ends.
     pub fn unbounded(mut self) -> Self {
@@ -205,7 +214,7 @@ impl<T: Data> Source<T> for Datagen<T> {
         }))
     }
     fn is_bounded(&self) -> bool {
-        self.count.is_some()
+        self.count.is_some() && !self.keep_open
     }
 }
 
@@ -231,6 +240,9 @@ impl<T: Data> SourceReader<T> for Reader<T> {
         let count = self.gen.count.unwrap_or(u64::MAX);
         for _ in 0..batch {
             if self.next >= count {
+                if self.gen.keep_open {
+                    return Ok(Poll::Pending(100));
+                }
                 out.finish_split(split)?;
                 return Ok(Poll::Finished);
             }

@@ -1,4 +1,5 @@
 //! The operators behind the stream API. Each implements the runtime's operator traits.
+pub(crate) mod async_io;
 pub(crate) mod basic;
 pub(crate) mod co;
 pub(crate) mod keyed;

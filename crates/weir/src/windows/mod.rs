@@ -1,0 +1,345 @@
+//! Windows: group a keyed stream's records by time or count and emit one result per key and
+//! window, with Flink's semantics (assigners, triggers, allowed lateness, late-data side output).
+//!
+//! ```
+//! use weir::prelude::*;
+//! use weir::windows::Tumbling;
+//! let env = StreamEnv::new().with_parallelism(1);
+//! let out = CollectSink::new();
+//! // (sensor, event time ms)
+//! env.from_collection(vec![(1u32, 1i64), (1, 1_500), (1, 1_600), (2, 2_000)])
+//!     .assign_timestamps(WatermarkStrategy::monotonous().with_timestamps(|e: &(u32, i64), _| e.1))
+//!     .key_by(|e: &(u32, i64)| e.0)
+//!     .window(Tumbling::event_time(1_000))
+//!     .aggregate_with(weir::windows::Count, |k: &u32, w: &weir::windows::TimeWindow, n: u64| (*k, w.start, n))
+//!     .sink(out.clone());
+//! env.execute("count per second").unwrap();
+//! let mut v = out.values();
+//! v.sort();
+//! assert_eq!(v, vec![(1, 0, 1), (1, 1_000, 2), (2, 2_000, 1)]);
+//! ```
+mod assigners;
+mod operator;
+mod triggers;
+
+pub use assigners::{
+    merge_time_windows, window_start, GlobalWindow, GlobalWindows, Session, Sliding, TimeKind,
+    TimeWindow, Tumbling, Window, WindowAssigner,
+};
+pub use triggers::{
+    ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger, EventTimeTrigger,
+    NeverTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerContext, TriggerResult,
+};
+
+use crate::functions::{Collector, FnResult};
+use crate::operators::keyed::KeyFn;
+use crate::stream::{DataStream, KeyedStream, OutputTag};
+use operator::{KeepLast, WindowOp};
+use std::sync::Arc;
+use std::time::Duration;
+use weir_runtime::OperatorContext;
+use weir_state::AggregateFunction;
+use weir_types::{Data, Key, Record};
+
+/// What a window function sees besides the key, the window and the input.
+pub struct WindowContext<'a> {
+    pub(crate) op: &'a mut OperatorContext,
+}
+
+impl WindowContext<'_> {
+    /// The operator's watermark.
+    pub fn current_watermark(&self) -> i64 {
+        self.op.watermark
+    }
+    /// Processing time now.
+    pub fn current_processing_time(&self) -> i64 {
+        self.op.clock.now_ms()
+    }
+    /// Emits to a side output.
+    pub fn output<S: Data>(
+        &mut self,
+        tag: &OutputTag<S>,
+        value: S,
+        ts: i64,
+    ) -> weir_types::Result<()> {
+        self.op.side_outputs.emit(tag.id(), Record { ts, value })
+    }
+}
+
+/// Turns a window's aggregate (or all its records) into output, with the key and window.
+/// Closures `|key, window, input| -> output` implement it.
+pub trait ProcessWindowFunction<K, IN, OUT, W>: Clone + Send + Sync + 'static {
+    /// Called when the window fires.
+    fn process(
+        &mut self,
+        key: &K,
+        window: &W,
+        input: IN,
+        ctx: &mut WindowContext<'_>,
+        out: &mut Collector<'_, OUT>,
+    ) -> FnResult;
+}
+
+impl<K, IN, OUT, W, F> ProcessWindowFunction<K, IN, OUT, W> for F
+where
+    F: FnMut(&K, &W, IN) -> OUT + Clone + Send + Sync + 'static,
+{
+    fn process(
+        &mut self,
+        key: &K,
+        window: &W,
+        input: IN,
+        _: &mut WindowContext<'_>,
+        out: &mut Collector<'_, OUT>,
+    ) -> FnResult {
+        out.collect(self(key, window, input));
+        Ok(())
+    }
+}
+
+/// Passes the aggregate through.
+#[derive(Clone, Copy)]
+struct Identity;
+impl<K, IN, W> ProcessWindowFunction<K, IN, IN, W> for Identity {
+    fn process(
+        &mut self,
+        _: &K,
+        _: &W,
+        input: IN,
+        _: &mut WindowContext<'_>,
+        out: &mut Collector<'_, IN>,
+    ) -> FnResult {
+        out.collect(input);
+        Ok(())
+    }
+}
+
+/// Counts records.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Count;
+impl<T> AggregateFunction<T, u64, u64> for Count {
+    fn create_accumulator(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _: T) {
+        *acc += 1
+    }
+    fn get_result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+    fn merge(&self, acc: &mut u64, o: u64) {
+        *acc += o
+    }
+}
+
+struct ReduceAgg<F>(F);
+impl<T: Clone, F: Fn(T, T) -> T + Send + Sync + 'static> AggregateFunction<T, Option<T>, T>
+    for ReduceAgg<F>
+{
+    fn create_accumulator(&self) -> Option<T> {
+        None
+    }
+    fn add(&self, acc: &mut Option<T>, v: T) {
+        *acc = Some(match acc.take() {
+            None => v,
+            Some(a) => (self.0)(a, v),
+        });
+    }
+    fn get_result(&self, acc: &Option<T>) -> T {
+        acc.clone()
+            .expect("a window with contents has a reduced value")
+    }
+    fn merge(&self, acc: &mut Option<T>, o: Option<T>) {
+        if let Some(v) = o {
+            self.add(acc, v)
+        }
+    }
+}
+
+struct ListAgg;
+impl<T: Clone> AggregateFunction<T, Vec<T>, Vec<T>> for ListAgg {
+    fn create_accumulator(&self) -> Vec<T> {
+        Vec::new()
+    }
+    fn add(&self, acc: &mut Vec<T>, v: T) {
+        acc.push(v)
+    }
+    fn get_result(&self, acc: &Vec<T>) -> Vec<T> {
+        acc.clone()
+    }
+    fn merge(&self, acc: &mut Vec<T>, o: Vec<T>) {
+        acc.extend(o)
+    }
+}
+
+/// A keyed stream cut into windows. Finish it with `reduce`, `aggregate`, `aggregate_with` or
+/// `process`.
+pub struct WindowedStream<T, K, A: WindowAssigner<T>> {
+    keyed: KeyedStream<T, K>,
+    assigner: Arc<A>,
+    trigger: Option<Arc<dyn Trigger<A::W>>>,
+    lateness_ms: i64,
+    late_tag: Option<String>,
+    keep_last: Option<usize>,
+    single: bool,
+}
+
+impl<T: Data, K: Key> KeyedStream<T, K> {
+    /// Windows per key.
+    pub fn window<A: WindowAssigner<T>>(&self, assigner: A) -> WindowedStream<T, K, A> {
+        WindowedStream {
+            keyed: self.clone(),
+            assigner: Arc::new(assigner),
+            trigger: None,
+            lateness_ms: 0,
+            late_tag: None,
+            keep_last: None,
+            single: false,
+        }
+    }
+    /// Tumbling count windows: fire and clear every `size` records of a key.
+    pub fn count_window(&self, size: u64) -> WindowedStream<T, K, GlobalWindows> {
+        self.window(GlobalWindows)
+            .trigger(PurgingTrigger(Arc::new(CountTrigger(size))))
+    }
+    /// Sliding count windows: every `slide` records, fire over the last `size` records.
+    pub fn count_window_sliding(
+        &self,
+        size: u64,
+        slide: u64,
+    ) -> WindowedStream<T, K, GlobalWindows> {
+        let mut w = self.window(GlobalWindows).trigger(CountTrigger(slide));
+        w.keep_last = Some(size as usize);
+        w
+    }
+}
+
+impl<T: Data> DataStream<T> {
+    /// Windows over the whole stream (not keyed): one window operator subtask, as Flink's
+    /// `windowAll`.
+    pub fn window_all<A: WindowAssigner<T>>(&self, assigner: A) -> WindowedStream<T, (), A> {
+        let mut w = self.key_by(|_| ()).window(assigner);
+        w.single = true;
+        w
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}
+
+impl<T: Data, K: Key, A: WindowAssigner<T>> WindowedStream<T, K, A> {
+    /// Fires with `trigger` instead of the assigner's default.
+    pub fn trigger(mut self, trigger: impl Trigger<A::W>) -> Self {
+        self.trigger = Some(Arc::new(trigger));
+        self
+    }
+    /// Keeps windows `lateness` past their end: a late record within it updates the window and
+    /// fires it again.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.lateness_ms = ms(lateness);
+        self
+    }
+    /// Sends records too late for every window to the side output `tag` (otherwise they are
+    /// counted in `late_records_dropped`).
+    pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
+        self.late_tag = Some(tag.id().to_string());
+        self
+    }
+    /// Also emits the current result every `interval` before the window closes (early results),
+    /// in the assigner's time.
+    pub fn early_fire_every(self, interval: Duration) -> Self {
+        let i = ms(interval).max(1);
+        match self.assigner.time_kind() {
+            TimeKind::Event => self.trigger(ContinuousEventTimeTrigger(i)),
+            TimeKind::Processing => self.trigger(ContinuousProcessingTimeTrigger(i)),
+        }
+    }
+
+    fn build<ACC: Data, AOUT: 'static, R: Data>(
+        self,
+        name: &str,
+        agg: Arc<dyn AggregateFunction<T, ACC, AOUT>>,
+        func: impl ProcessWindowFunction<K, AOUT, R, A::W>,
+    ) -> DataStream<R> {
+        let key: KeyFn<T, K> = self.keyed.key_fn();
+        let trigger = self
+            .trigger
+            .clone()
+            .unwrap_or_else(|| self.assigner.default_trigger());
+        let (assigner, lateness, late) = (
+            self.assigner.clone(),
+            self.lateness_ms,
+            self.late_tag.clone(),
+        );
+        let s = self.keyed.stream().add_operator(name, move |ctx| {
+            WindowOp::new(
+                ctx,
+                key.clone(),
+                assigner.clone(),
+                trigger.clone(),
+                agg.clone(),
+                func.clone(),
+                lateness,
+                late.clone(),
+            )
+        });
+        if self.single {
+            s.set_parallelism(1)
+        } else {
+            s
+        }
+    }
+
+    fn build_agg<ACC: Data, AOUT: Data, R: Data>(
+        self,
+        name: &str,
+        agg: Arc<dyn AggregateFunction<T, ACC, AOUT>>,
+        func: impl ProcessWindowFunction<K, AOUT, R, A::W>,
+    ) -> DataStream<R> {
+        match self.keep_last {
+            Some(keep) => {
+                let wrapped: Arc<dyn AggregateFunction<T, std::collections::VecDeque<T>, AOUT>> =
+                    Arc::new(KeepLast { inner: agg, keep });
+                self.build(name, wrapped, func)
+            }
+            None => self.build(name, agg, func),
+        }
+    }
+
+    /// Reduces each window's records with `f` (O(1) state per key and window).
+    pub fn reduce(self, f: impl Fn(T, T) -> T + Send + Sync + 'static) -> DataStream<T> {
+        self.build_agg("window_reduce", Arc::new(ReduceAgg(f)), Identity)
+    }
+    /// Reduces, then hands the result to a window function with the key and window.
+    pub fn reduce_with<R: Data>(
+        self,
+        f: impl Fn(T, T) -> T + Send + Sync + 'static,
+        func: impl ProcessWindowFunction<K, T, R, A::W>,
+    ) -> DataStream<R> {
+        self.build_agg("window_reduce", Arc::new(ReduceAgg(f)), func)
+    }
+    /// Aggregates incrementally (O(1) state per key and window).
+    pub fn aggregate<ACC: Data, AOUT: Data>(
+        self,
+        agg: impl AggregateFunction<T, ACC, AOUT>,
+    ) -> DataStream<AOUT> {
+        self.build_agg("window_aggregate", Arc::new(agg), Identity)
+    }
+    /// Aggregates incrementally, then hands the result to a window function with the key and
+    /// window (Flink's aggregate + ProcessWindowFunction).
+    pub fn aggregate_with<ACC: Data, AOUT: Data, R: Data>(
+        self,
+        agg: impl AggregateFunction<T, ACC, AOUT>,
+        func: impl ProcessWindowFunction<K, AOUT, R, A::W>,
+    ) -> DataStream<R> {
+        self.build_agg("window_aggregate", Arc::new(agg), func)
+    }
+    /// Hands all records of the window to `func` (keeps every record until the window fires).
+    pub fn process<R: Data>(
+        self,
+        func: impl ProcessWindowFunction<K, Vec<T>, R, A::W>,
+    ) -> DataStream<R> {
+        self.build_agg("window_process", Arc::new(ListAgg), func)
+    }
+}

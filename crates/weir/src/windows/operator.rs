@@ -1,0 +1,502 @@
+//! The keyed window operator: assigns records to windows, keeps one accumulator per key and
+//! window (state namespace = window), and fires through triggers and timers. Decisions follow
+//! Flink's `WindowOperator`: a window is late when its cleanup time (end − 1 + allowed lateness)
+//! is at or below the watermark; a record is late when every window it belongs to is late;
+//! window state and timers are cleared at the cleanup time.
+use crate::functions::{user_result, Collector};
+use crate::operators::keyed::KeyFn;
+use crate::windows::assigners::{TimeKind, Window, WindowAssigner};
+use crate::windows::triggers::{Trigger, TriggerContext, TriggerOps, TriggerResult};
+use crate::windows::{ProcessWindowFunction, WindowContext};
+use std::sync::Arc;
+use weir_runtime::{OneInputOperator, OperatorContext, Output};
+use weir_state::{AggregateFunction, AggregatingState, KeyedStateStore, TimerService, ValueState};
+use weir_types::metrics::{Counter, Gauge};
+use weir_types::{Data, Key, Record, Result, Watermark, WeirError};
+
+struct Ops<'a, K: Key, W: Window> {
+    store: &'a mut KeyedStateStore<K>,
+    timers: &'a mut TimerService<K, W>,
+    slots: &'a [ValueState<i64, W>],
+}
+
+impl<K: Key, W: Window> Ops<'_, K, W> {
+    fn key(&self) -> K {
+        self.store
+            .current_key()
+            .expect("window operator has a current key")
+            .clone()
+    }
+}
+
+impl<K: Key, W: Window> TriggerOps<W> for Ops<'_, K, W> {
+    fn register_event(&mut self, ts: i64, w: &W) {
+        let k = self.key();
+        self.timers.event.register(ts, &k, w)
+    }
+    fn delete_event(&mut self, ts: i64, w: &W) {
+        let k = self.key();
+        self.timers.event.delete(ts, &k, w)
+    }
+    fn register_processing(&mut self, ts: i64, w: &W) {
+        let k = self.key();
+        self.timers.processing.register(ts, &k, w)
+    }
+    fn delete_processing(&mut self, ts: i64, w: &W) {
+        let k = self.key();
+        self.timers.processing.delete(ts, &k, w)
+    }
+    fn get(&mut self, slot: usize, w: &W) -> Option<i64> {
+        self.slots[slot].get_in(self.store, w)
+    }
+    fn set(&mut self, slot: usize, w: &W, v: i64) {
+        self.slots[slot].set_in(self.store, w, v)
+    }
+    fn clear(&mut self, slot: usize, w: &W) {
+        self.slots[slot].clear_in(self.store, w)
+    }
+}
+
+/// A merge to apply after the merging-window bookkeeping: `merged` windows became `result`,
+/// whose contents live in `state_result`; `merged_state` contents fold into it.
+struct MergeAction<W> {
+    result: W,
+    merged: Vec<W>,
+    state_result: W,
+    merged_state: Vec<W>,
+}
+
+fn lookup<W: PartialEq + Clone>(m: &[(W, W)], w: &W) -> Option<W> {
+    m.iter().find(|(k, _)| k == w).map(|(_, s)| s.clone())
+}
+
+fn remove<W: PartialEq>(m: &mut Vec<(W, W)>, w: &W) -> Option<W> {
+    m.iter()
+        .position(|(k, _)| k == w)
+        .map(|i| m.swap_remove(i).1)
+}
+
+fn put<W: PartialEq>(m: &mut Vec<(W, W)>, w: W, s: W) {
+    match m.iter_mut().find(|(k, _)| *k == w) {
+        Some(e) => e.1 = s,
+        None => m.push((w, s)),
+    }
+}
+
+pub(crate) struct WindowOp<K: Key, T, A: WindowAssigner<T>, ACC, AOUT, R, F> {
+    pub key: KeyFn<T, K>,
+    pub assigner: Arc<A>,
+    pub trigger: Arc<dyn Trigger<A::W>>,
+    pub func: F,
+    pub lateness_ms: i64,
+    pub late_tag: Option<String>,
+    pub store: KeyedStateStore<K>,
+    pub timers: TimerService<K, A::W>,
+    pub contents: AggregatingState<T, ACC, AOUT, A::W>,
+    pub merging: ValueState<Vec<(A::W, A::W)>>,
+    pub slots: Vec<ValueState<i64, A::W>>,
+    pub windows: Vec<A::W>,
+    pub late_dropped: Counter,
+    pub state_entries: Gauge,
+    pub _r: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<K, T, A, ACC, AOUT, R, F> WindowOp<K, T, A, ACC, AOUT, R, F>
+where
+    K: Key,
+    T: Data,
+    A: WindowAssigner<T>,
+    ACC: Data,
+    AOUT: 'static,
+    R: 'static,
+    F: ProcessWindowFunction<K, AOUT, R, A::W>,
+{
+    pub fn new(
+        ctx: &OperatorContext,
+        key: KeyFn<T, K>,
+        assigner: Arc<A>,
+        trigger: Arc<dyn Trigger<A::W>>,
+        agg: Arc<dyn AggregateFunction<T, ACC, AOUT>>,
+        func: F,
+        lateness_ms: i64,
+        late_tag: Option<String>,
+    ) -> Result<Self> {
+        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone());
+        let cfg = |e: weir_state::StateError| WeirError::Config(e.to_string());
+        let contents =
+            AggregatingState::register(&mut store, "window-contents", agg, None).map_err(cfg)?;
+        let merging = ValueState::register(&mut store, "merging-windows").map_err(cfg)?;
+        let slots = (0..trigger.state_slots())
+            .map(|i| ValueState::register(&mut store, &format!("trigger-{i}")).map_err(cfg))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WindowOp {
+            key,
+            assigner,
+            trigger,
+            func,
+            lateness_ms,
+            late_tag,
+            store,
+            timers: TimerService::default(),
+            contents,
+            merging,
+            slots,
+            windows: Vec::new(),
+            late_dropped: ctx.counter("late_records_dropped"),
+            state_entries: ctx.metrics.gauge(&ctx.name, ctx.subtask, "state_entries"),
+            _r: std::marker::PhantomData,
+        })
+    }
+
+    fn is_event_time(&self) -> bool {
+        self.assigner.time_kind() == TimeKind::Event
+    }
+
+    fn cleanup_time(&self, w: &A::W) -> i64 {
+        if self.is_event_time() {
+            w.max_timestamp().saturating_add(self.lateness_ms)
+        } else {
+            w.max_timestamp()
+        }
+    }
+
+    fn is_late(&self, w: &A::W, wm: i64) -> bool {
+        self.is_event_time() && self.cleanup_time(w) <= wm
+    }
+
+    fn trigger_call<X>(
+        &mut self,
+        w: &A::W,
+        wm: i64,
+        now: i64,
+        f: impl FnOnce(&dyn Trigger<A::W>, &mut TriggerContext<'_, A::W>) -> X,
+    ) -> X {
+        let mut ops = Ops {
+            store: &mut self.store,
+            timers: &mut self.timers,
+            slots: &self.slots,
+        };
+        let mut tc = TriggerContext {
+            window: w,
+            watermark: wm,
+            now,
+            ops: &mut ops,
+        };
+        f(&*self.trigger, &mut tc)
+    }
+
+    fn register_cleanup(&mut self, w: &A::W) {
+        let t = self.cleanup_time(w);
+        if t == i64::MAX {
+            return;
+        }
+        let k = self.store.current_key().unwrap().clone();
+        if self.is_event_time() {
+            self.timers.event.register(t, &k, w)
+        } else {
+            self.timers.processing.register(t, &k, w)
+        }
+    }
+
+    fn delete_cleanup(&mut self, w: &A::W) {
+        let t = self.cleanup_time(w);
+        if t == i64::MAX {
+            return;
+        }
+        let k = self.store.current_key().unwrap().clone();
+        if self.is_event_time() {
+            self.timers.event.delete(t, &k, w)
+        } else {
+            self.timers.processing.delete(t, &k, w)
+        }
+    }
+
+    /// Flink's `MergingWindowSet.addWindow`: updates the window → state-window mapping and
+    /// returns the window the new one ended up in, with the merges to apply.
+    fn add_window(
+        &self,
+        mapping: &mut Vec<(A::W, A::W)>,
+        new: A::W,
+    ) -> (A::W, Vec<MergeAction<A::W>>) {
+        let mut all: Vec<A::W> = mapping.iter().map(|(w, _)| w.clone()).collect();
+        all.push(new.clone());
+        let merges = self.assigner.merge(&all).unwrap_or_default();
+        let mut result = new.clone();
+        let mut actions = Vec::new();
+        for (merge_result, mut merged) in merges {
+            if let Some(i) = merged.iter().position(|w| *w == new) {
+                merged.remove(i);
+                result = merge_result.clone();
+            }
+            let Some(first) = merged.first() else {
+                continue;
+            };
+            let Some(state_window) = lookup(mapping, first) else {
+                continue;
+            };
+            let mut merged_state: Vec<A::W> =
+                merged.iter().filter_map(|m| remove(mapping, m)).collect();
+            put(mapping, merge_result.clone(), state_window.clone());
+            if let Some(i) = merged_state.iter().position(|s| *s == state_window) {
+                merged_state.remove(i);
+            }
+            if !(merged.contains(&merge_result) && merged.len() == 1) {
+                actions.push(MergeAction {
+                    result: merge_result.clone(),
+                    merged,
+                    state_result: lookup(mapping, &merge_result).unwrap(),
+                    merged_state,
+                });
+            }
+        }
+        if result == new {
+            put(mapping, result.clone(), result.clone());
+        }
+        (result, actions)
+    }
+
+    fn emit(
+        &mut self,
+        w: &A::W,
+        state_window: &A::W,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        let Some(result) = self.contents.get_in(&mut self.store, state_window) else {
+            return Ok(());
+        };
+        let key = self.store.current_key().unwrap().clone();
+        let mut c = Collector::new(out, w.max_timestamp());
+        let r = self
+            .func
+            .process(&key, w, result, &mut WindowContext { op: ctx }, &mut c);
+        c.finish()?;
+        user_result(r, ctx)
+    }
+
+    fn apply(
+        &mut self,
+        r: TriggerResult,
+        w: &A::W,
+        state_window: &A::W,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        if r.fire {
+            self.emit(w, state_window, ctx, out)?;
+        }
+        if r.purge {
+            self.contents.clear_in(&mut self.store, state_window);
+        }
+        Ok(())
+    }
+
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        key: K,
+        w: A::W,
+        event: bool,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        self.store.set_current_key(key);
+        let merging = self.assigner.is_merging();
+        let mut mapping = if merging {
+            self.merging.get(&mut self.store).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let state_window = if merging {
+            match lookup(&mapping, &w) {
+                Some(s) => s,
+                None => return Ok(()), // the window is gone (merged or cleaned up)
+            }
+        } else {
+            w.clone()
+        };
+        let (wm, now) = (ctx.watermark, ctx.clock.now_ms());
+        let r = self.trigger_call(&w, wm, now, |t, tc| {
+            if event {
+                t.on_event_time(ts, tc)
+            } else {
+                t.on_processing_time(ts, tc)
+            }
+        });
+        self.apply(r, &w, &state_window, ctx, out)?;
+        if event == self.is_event_time() && ts == self.cleanup_time(&w) {
+            self.contents.clear_in(&mut self.store, &state_window);
+            self.trigger_call(&w, wm, now, |t, tc| t.clear(tc));
+            if merging {
+                remove(&mut mapping, &w);
+            }
+        }
+        if merging {
+            self.persist(mapping);
+        }
+        Ok(())
+    }
+
+    fn persist(&mut self, mapping: Vec<(A::W, A::W)>) {
+        if mapping.is_empty() {
+            self.merging.clear(&mut self.store);
+        } else {
+            self.merging.set(&mut self.store, mapping);
+        }
+    }
+
+    fn report_state(&mut self) {
+        let n = self.store.total_entries() + self.timers.event.len() + self.timers.processing.len();
+        self.state_entries.set(n as i64);
+    }
+}
+
+impl<K, T, A, ACC, AOUT, R, F> OneInputOperator<T, R> for WindowOp<K, T, A, ACC, AOUT, R, F>
+where
+    K: Key,
+    T: Data,
+    A: WindowAssigner<T>,
+    ACC: Data,
+    AOUT: 'static,
+    R: Data,
+    F: ProcessWindowFunction<K, AOUT, R, A::W>,
+{
+    fn process(
+        &mut self,
+        rec: Record<T>,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        let key = (self.key)(&rec.value);
+        self.store.set_current_key(key);
+        let (wm, now) = (ctx.watermark, ctx.clock.now_ms());
+        let mut windows = std::mem::take(&mut self.windows);
+        windows.clear();
+        if let Err(e) = self.assigner.assign(&rec.value, rec.ts, now, &mut windows) {
+            return Err(ctx.record_error(e));
+        }
+        let mut skipped = true;
+        let merging = self.assigner.is_merging();
+        if merging {
+            let mut mapping = self.merging.get(&mut self.store).unwrap_or_default();
+            for w in windows.drain(..) {
+                let (actual, merges) = self.add_window(&mut mapping, w);
+                for m in merges {
+                    self.trigger_call(&m.result, wm, now, |t, tc| t.on_merge(&m.merged, tc));
+                    for old in &m.merged {
+                        self.trigger_call(old, wm, now, |t, tc| t.clear(tc));
+                        self.delete_cleanup(old);
+                    }
+                    self.contents.merge_namespaces(
+                        &mut self.store,
+                        &m.state_result,
+                        &m.merged_state,
+                    );
+                }
+                if self.is_late(&actual, wm) {
+                    remove(&mut mapping, &actual);
+                    continue;
+                }
+                skipped = false;
+                let state_window =
+                    lookup(&mapping, &actual).expect("a live window has a state window");
+                self.contents
+                    .add_in(&mut self.store, &state_window, rec.value.clone());
+                let r = self.trigger_call(&actual, wm, now, |t, tc| {
+                    t.on_element(&rec.value, rec.ts, tc)
+                });
+                self.apply(r, &actual, &state_window, ctx, out)?;
+                self.register_cleanup(&actual);
+            }
+            self.persist(mapping);
+        } else {
+            for w in windows.drain(..) {
+                if self.is_late(&w, wm) {
+                    continue;
+                }
+                skipped = false;
+                self.contents.add_in(&mut self.store, &w, rec.value.clone());
+                let r =
+                    self.trigger_call(&w, wm, now, |t, tc| t.on_element(&rec.value, rec.ts, tc));
+                self.apply(r, &w, &w, ctx, out)?;
+                self.register_cleanup(&w);
+            }
+        }
+        self.windows = windows;
+        if skipped && self.is_event_time() && rec.ts.saturating_add(self.lateness_ms) <= wm {
+            match &self.late_tag {
+                Some(tag) => ctx.side_outputs.emit(tag, rec)?,
+                None => self.late_dropped.inc(),
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        wm: Watermark,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        while let Some((ts, key, w)) = self.timers.event.pop_due(wm.0) {
+            self.on_timer(ts, key, w, true, ctx, out)?;
+        }
+        self.report_state();
+        out.watermark(wm)
+    }
+
+    fn next_deadline(&mut self) -> Option<i64> {
+        self.timers.processing.next_time()
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: i64,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        while let Some((ts, key, w)) = self.timers.processing.pop_due(now) {
+            self.on_timer(ts, key, w, false, ctx, out)?;
+        }
+        self.report_state();
+        Ok(())
+    }
+
+    fn end_input(&mut self, _: &mut OperatorContext, _: &mut dyn Output<R>) -> Result<()> {
+        self.report_state();
+        Ok(())
+    }
+}
+
+/// Keeps the last `keep` records and aggregates them when asked: count windows that slide
+/// (Flink's `CountEvictor` in front of the function).
+pub(crate) struct KeepLast<T, ACC, AOUT> {
+    pub inner: Arc<dyn AggregateFunction<T, ACC, AOUT>>,
+    pub keep: usize,
+}
+
+impl<T: Data, ACC: 'static, AOUT: 'static> AggregateFunction<T, std::collections::VecDeque<T>, AOUT>
+    for KeepLast<T, ACC, AOUT>
+{
+    fn create_accumulator(&self) -> std::collections::VecDeque<T> {
+        std::collections::VecDeque::new()
+    }
+    fn add(&self, acc: &mut std::collections::VecDeque<T>, v: T) {
+        acc.push_back(v);
+        while acc.len() > self.keep {
+            acc.pop_front();
+        }
+    }
+    fn get_result(&self, acc: &std::collections::VecDeque<T>) -> AOUT {
+        let mut a = self.inner.create_accumulator();
+        for v in acc {
+            self.inner.add(&mut a, v.clone());
+        }
+        self.inner.get_result(&a)
+    }
+    fn merge(&self, acc: &mut std::collections::VecDeque<T>, other: std::collections::VecDeque<T>) {
+        for v in other {
+            self.add(acc, v);
+        }
+    }
+}

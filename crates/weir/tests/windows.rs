@@ -1,0 +1,412 @@
+//! Window semantics (Flink's): assigners, triggers, lateness, cleanup, count and
+//! processing-time windows, parallelism independence.
+use std::time::Duration;
+use weir::prelude::*;
+use weir::windows::{Count, GlobalWindow, Session, Sliding, TimeWindow, Tumbling};
+use weir::AggregateFunction;
+
+type Ev = (String, i64, i64); // key, ts, value
+
+fn ev(k: &str, ts: i64, v: i64) -> Ev {
+    (k.to_string(), ts, v)
+}
+
+/// (key, start, end, count, sum)
+type Row = (String, i64, i64, u64, i64);
+
+#[derive(Clone, Copy)]
+struct CountSum;
+impl AggregateFunction<Ev, (u64, i64), (u64, i64)> for CountSum {
+    fn create_accumulator(&self) -> (u64, i64) {
+        (0, 0)
+    }
+    fn add(&self, a: &mut (u64, i64), e: Ev) {
+        a.0 += 1;
+        a.1 += e.2;
+    }
+    fn get_result(&self, a: &(u64, i64)) -> (u64, i64) {
+        *a
+    }
+    fn merge(&self, a: &mut (u64, i64), b: (u64, i64)) {
+        a.0 += b.0;
+        a.1 += b.1;
+    }
+}
+
+#[allow(clippy::ptr_arg)] // window functions receive the key as &K
+fn row(k: &String, w: &TimeWindow, r: (u64, i64)) -> Row {
+    (k.clone(), w.start, w.end, r.0, r.1)
+}
+
+struct Run {
+    rows: Vec<Row>,
+    late: Vec<Ev>,
+    result: weir::JobResult,
+}
+
+fn run_with(
+    events: Vec<Ev>,
+    ooo_ms: u64,
+    p: usize,
+    build: impl FnOnce(KeyedStream<Ev, String>, &OutputTag<Ev>) -> DataStream<Row>,
+) -> Run {
+    let env = StreamEnv::new().with_parallelism(p);
+    let rows = CollectSink::new();
+    let late_sink = CollectSink::new();
+    let late = OutputTag::<Ev>::new("late");
+    let keyed = env
+        .from_collection(events)
+        .assign_timestamps(
+            WatermarkStrategy::bounded_out_of_orderness(millis(ooo_ms))
+                .with_timestamps(|e: &Ev, _| e.1)
+                .per_record(),
+        )
+        .key_by(|e: &Ev| e.0.clone());
+    let out = build(keyed, &late);
+    out.side_output(&late).sink(late_sink.clone());
+    out.sink(rows.clone());
+    let result = env.execute("windows").unwrap();
+    let mut rows = rows.values();
+    rows.sort();
+    let mut late = late_sink.values();
+    late.sort();
+    Run { rows, late, result }
+}
+
+fn r(k: &str, s: i64, e: i64, c: u64, sum: i64) -> Row {
+    (k.to_string(), s, e, c, sum)
+}
+
+#[test]
+fn tumbling_windows_with_out_of_order_records() {
+    let events = vec![
+        ev("a", 1000, 1),
+        ev("a", 1500, 2),
+        ev("b", 1200, 10),
+        ev("a", 2500, 3),
+        ev("a", 1800, 4),
+        ev("a", 900, 5),
+    ];
+    // ooo 1000: wm after 2500 is 1499 -> [1000,2000) not yet closed when 1800 arrives; 900 ->
+    // window [0,1000) maxTs 999 <= 1499: late.
+    let res = run_with(events, 1000, 1, |k, late| {
+        k.window(Tumbling::event_time(1000))
+            .side_output_late_data(late)
+            .aggregate_with(CountSum, row)
+    });
+    assert_eq!(
+        res.rows,
+        vec![
+            r("a", 1000, 2000, 3, 7),
+            r("a", 2000, 3000, 1, 3),
+            r("b", 1000, 2000, 1, 10)
+        ]
+    );
+    assert_eq!(res.late, vec![ev("a", 900, 5)]);
+    assert!(res.result.metrics.gauge_max("window", "state_entries") > 0);
+    let final_state: i64 = res
+        .result
+        .metrics
+        .gauges
+        .iter()
+        .filter(|(id, _)| id.name == "state_entries")
+        .map(|(_, v)| v.0)
+        .sum();
+    assert_eq!(
+        final_state, 0,
+        "window state and timers are cleaned up once the watermark passes"
+    );
+}
+
+#[test]
+fn late_records_are_counted_when_no_side_output() {
+    let env = StreamEnv::new().with_parallelism(1);
+    let out = CollectSink::new();
+    env.from_collection(vec![ev("a", 5000, 1), ev("a", 100, 1)])
+        .assign_timestamps(
+            WatermarkStrategy::monotonous()
+                .with_timestamps(|e: &Ev, _| e.1)
+                .per_record(),
+        )
+        .key_by(|e: &Ev| e.0.clone())
+        .window(Tumbling::event_time(1000))
+        .aggregate_with(CountSum, row)
+        .sink(out.clone());
+    let res = env.execute("late").unwrap();
+    assert_eq!(out.values(), vec![r("a", 5000, 6000, 1, 1)]);
+    assert_eq!(res.metrics.counter_sum("window", "late_records_dropped"), 1);
+}
+
+#[test]
+fn sliding_windows_each_record_in_size_over_slide_windows() {
+    let events = vec![ev("a", 0, 1), ev("a", 4, 2), ev("a", 7, 3)];
+    let res = run_with(events, 0, 1, |k, _| {
+        k.window(Sliding::event_time(10, 5))
+            .aggregate_with(CountSum, row)
+    });
+    assert_eq!(
+        res.rows,
+        vec![
+            r("a", -5, 5, 2, 3),
+            r("a", 0, 10, 3, 6),
+            r("a", 5, 15, 1, 3)
+        ]
+    );
+}
+
+#[test]
+fn session_windows_merge_including_by_a_late_bridging_record() {
+    // gap 10: [0,10) and [30,40) are separate; 15 arrives late-ish (ooo 20) and bridges 0..40?
+    // 0 -> [0,10); 30 -> [30,40); 15 -> [15,25): touches neither [0,10) (10 < 15) nor [30,40)
+    // (25 < 30); 20 -> [20,30) touches [15,25) and [30,40) -> merged [15,40); 5 -> [5,15)
+    // touches [0,10) and [15,40) -> one session [0,40).
+    let events = vec![
+        ev("a", 0, 1),
+        ev("a", 30, 2),
+        ev("a", 15, 3),
+        ev("a", 20, 4),
+        ev("a", 5, 5),
+        ev("a", 100, 6),
+    ];
+    // With out-of-orderness 40 the watermark stays behind 39 until 100 arrives, so the
+    // bridging records merge everything into one session.
+    let res = run_with(events.clone(), 40, 1, |k, _| {
+        k.window(Session::<Ev>::event_time(10))
+            .aggregate_with(CountSum, row)
+    });
+    assert_eq!(res.rows, vec![r("a", 0, 40, 5, 15), r("a", 100, 110, 1, 6)]);
+    // With 20, the watermark reaches 9 when 30 arrives and [0,10) fires alone; 5 later opens
+    // [5,15), which merges with [15,40) but not with the closed [0,10).
+    let res = run_with(events, 20, 1, |k, _| {
+        k.window(Session::<Ev>::event_time(10))
+            .aggregate_with(CountSum, row)
+    });
+    assert_eq!(
+        res.rows,
+        vec![
+            r("a", 0, 10, 1, 1),
+            r("a", 5, 40, 4, 14),
+            r("a", 100, 110, 1, 6)
+        ]
+    );
+}
+
+#[test]
+fn session_merge_after_firing_within_allowed_lateness_refires_the_merged_window() {
+    // gap 10, no out-of-orderness, lateness 100: [0,10) fires when 50 arrives (wm 49); then 8
+    // arrives: window [8,18) merges with [0,10) -> [0,18), whose end is behind the watermark:
+    // it fires immediately with both records.
+    let events = vec![ev("a", 0, 1), ev("a", 50, 2), ev("a", 8, 3)];
+    let res = run_with(events, 0, 1, |k, _| {
+        k.window(Session::<Ev>::event_time(10))
+            .allowed_lateness(Duration::from_millis(100))
+            .aggregate_with(CountSum, row)
+    });
+    assert_eq!(
+        res.rows,
+        vec![
+            r("a", 0, 10, 1, 1),
+            r("a", 0, 18, 2, 4),
+            r("a", 50, 60, 1, 2)
+        ]
+    );
+}
+
+#[test]
+fn allowed_lateness_refires_with_the_late_record_then_drops_later_ones() {
+    // [0,1000): fires at wm 1499 (record 1500); 500 arrives (within lateness 1000): re-fire
+    // with 2 records; 2600 moves wm to 2599 >= 999 + 1000: window cleaned; 600 is late.
+    let events = vec![
+        ev("a", 100, 1),
+        ev("a", 1500, 2),
+        ev("a", 500, 3),
+        ev("a", 2600, 4),
+        ev("a", 600, 5),
+    ];
+    let res = run_with(events, 0, 1, |k, late| {
+        k.window(Tumbling::event_time(1000))
+            .allowed_lateness(Duration::from_millis(1000))
+            .side_output_late_data(late)
+            .aggregate_with(CountSum, row)
+    });
+    assert_eq!(
+        res.rows,
+        vec![
+            r("a", 0, 1000, 1, 1),
+            r("a", 0, 1000, 2, 4),
+            r("a", 1000, 2000, 1, 2),
+            r("a", 2000, 3000, 1, 4)
+        ]
+    );
+    assert_eq!(res.late, vec![ev("a", 600, 5)]);
+}
+
+#[test]
+fn early_firing_emits_partial_results_every_interval() {
+    // hourly-style window of 10 s with early results every 2 s of event time.
+    let events = vec![
+        ev("a", 100, 1),
+        ev("a", 2100, 1),
+        ev("a", 4500, 1),
+        ev("a", 12_000, 1),
+    ];
+    let res = run_with(events, 0, 1, |k, _| {
+        k.window(Tumbling::event_time(10_000))
+            .early_fire_every(Duration::from_secs(2))
+            .aggregate_with(CountSum, row)
+    });
+    // The watermark after a record comes after the record: 2100 is in the window when
+    // watermark 2099 fires the 2000 timer. Fires at 2000 (2 records), 4000 (3), 6000, 8000 and
+    // the end 9999 (3 each); [10000,20000) fires at 14000, 16000, 18000 and 19999 on the final
+    // watermark.
+    let first: Vec<_> = res.rows.iter().filter(|x| x.1 == 0).map(|x| x.3).collect();
+    assert_eq!(first, vec![2, 3, 3, 3, 3], "{:?}", res.rows);
+    assert_eq!(
+        res.rows
+            .iter()
+            .filter(|x| x.1 == 10_000 && x.3 == 1)
+            .count(),
+        4,
+        "{:?}",
+        res.rows
+    );
+}
+
+#[test]
+fn results_do_not_depend_on_parallelism() {
+    let mut events = Vec::new();
+    let mut rng = SplitMix64::new(7);
+    for i in 0..3000 {
+        let k = format!("k{}", rng.below(37));
+        let ts = i * 10 - rng.below(1500) as i64;
+        events.push((k, ts, rng.below(100) as i64));
+    }
+    let build = |k: KeyedStream<Ev, String>, late: &OutputTag<Ev>| {
+        k.window(Sliding::event_time(1000, 300))
+            .allowed_lateness(Duration::from_millis(200))
+            .side_output_late_data(late)
+            .aggregate_with(CountSum, row)
+    };
+    let one = run_with(events.clone(), 300, 1, build);
+    let four = run_with(events, 300, 4, build);
+    assert!(
+        one.rows.len() > 100 && !one.late.is_empty(),
+        "{} rows, {} late",
+        one.rows.len(),
+        one.late.len()
+    );
+    assert_eq!(one.rows, four.rows);
+    assert_eq!(one.late, four.late);
+}
+
+#[test]
+fn count_windows_tumbling_and_sliding() {
+    let env = StreamEnv::new().with_parallelism(2);
+    let tumbling = CollectSink::new();
+    let sliding = CollectSink::new();
+    let s = env.from_collection((1..=7i64).map(|i| ("k".to_string(), i)).collect::<Vec<_>>());
+    s.key_by(|e: &(String, i64)| e.0.clone())
+        .count_window(3)
+        .aggregate_with(SumAgg, |_: &String, _: &GlobalWindow, v: i64| v)
+        .sink(tumbling.clone());
+    s.key_by(|e: &(String, i64)| e.0.clone())
+        .count_window_sliding(3, 2)
+        .aggregate_with(SumAgg, |_: &String, _: &GlobalWindow, v: i64| v)
+        .sink(sliding.clone());
+    env.execute("count windows").unwrap();
+    // tumbling 3: 1+2+3, 4+5+6 (7 never completes); sliding 3 every 2: [1,2], [2,3,4], [4,5,6]
+    assert_eq!(tumbling.values(), vec![6, 15]);
+    assert_eq!(sliding.values(), vec![3, 9, 15]);
+}
+
+#[derive(Clone, Copy)]
+struct SumAgg;
+impl AggregateFunction<(String, i64), i64, i64> for SumAgg {
+    fn create_accumulator(&self) -> i64 {
+        0
+    }
+    fn add(&self, a: &mut i64, e: (String, i64)) {
+        *a += e.1
+    }
+    fn get_result(&self, a: &i64) -> i64 {
+        *a
+    }
+    fn merge(&self, a: &mut i64, b: i64) {
+        *a += b
+    }
+}
+
+#[test]
+fn process_window_function_sees_all_records_and_reduce_works() {
+    let env = StreamEnv::new().with_parallelism(1);
+    let all = CollectSink::new();
+    let reduced = CollectSink::new();
+    let s = env
+        .from_collection(vec![ev("a", 1, 5), ev("a", 2, 7), ev("a", 11, 1)])
+        .assign_timestamps(WatermarkStrategy::monotonous().with_timestamps(|e: &Ev, _| e.1))
+        .key_by(|e: &Ev| e.0.clone());
+    s.window(Tumbling::event_time(10))
+        .process(|_: &String, w: &TimeWindow, evs: Vec<Ev>| {
+            (w.start, evs.iter().map(|e| e.2).collect::<Vec<_>>())
+        })
+        .sink(all.clone());
+    s.window(Tumbling::event_time(10))
+        .reduce(|a: Ev, b: Ev| (a.0, a.1.max(b.1), a.2 + b.2))
+        .sink(reduced.clone());
+    env.execute("pwf").unwrap();
+    let mut v = all.values();
+    v.sort();
+    assert_eq!(v, vec![(0, vec![5, 7]), (10, vec![1])]);
+    let recs = reduced.records();
+    assert_eq!(
+        recs.iter().map(|r| r.value.2).collect::<Vec<_>>(),
+        vec![12, 1]
+    );
+    assert_eq!(
+        recs[0].ts, 9,
+        "window results carry the window's max timestamp"
+    );
+}
+
+#[test]
+fn window_all_counts_the_whole_stream() {
+    let env = StreamEnv::new().with_parallelism(3);
+    let out = CollectSink::new();
+    env.from_collection((0..100i64).map(|i| ev("x", i * 10, 1)).collect::<Vec<_>>())
+        .assign_timestamps(WatermarkStrategy::monotonous().with_timestamps(|e: &Ev, _| e.1))
+        .rebalance()
+        .map(|e: Ev| e)
+        .window_all(Tumbling::event_time(250))
+        .aggregate_with(Count, |_: &(), w: &TimeWindow, n: u64| (w.start, n))
+        .sink(out.clone());
+    env.execute("window all").unwrap();
+    let mut v = out.values();
+    v.sort();
+    assert_eq!(v, vec![(0, 25), (250, 25), (500, 25), (750, 25)]);
+}
+
+#[test]
+fn processing_time_windows_fire_on_the_clock() {
+    let clock = weir::ManualClock::new(1_000_000);
+    let env = StreamEnv::new()
+        .with_parallelism(1)
+        .with_clock(std::sync::Arc::new(clock.clone()));
+    let out = CollectSink::new();
+    // An unbounded source that emits 5 records then waits: the window fires when the clock
+    // passes its end, not at end of input.
+    let src = Datagen::new(5, |i, _| i).keep_open();
+    env.source(src)
+        .key_by(|_: &u64| 0u8)
+        .window(Tumbling::processing_time(1000))
+        .aggregate_with(Count, |_: &u8, w: &TimeWindow, n: u64| (w.start, n))
+        .sink(out.clone());
+    let job = env.execute_async("pt").unwrap();
+    let t0 = std::time::Instant::now();
+    while out.is_empty() && t0.elapsed() < Duration::from_secs(20) {
+        clock.advance(500);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    job.cancel();
+    job.join().unwrap();
+    assert_eq!(out.values(), vec![(1_000_000, 5)]);
+}
