@@ -20,6 +20,8 @@ pub(crate) struct EnvInner {
     pub options: EnvOptions,
     pub metrics: MetricsRegistry,
     pub dead_letter_producers: Vec<NodeId>,
+    /// Mistakes found while building the graph, reported by `execute`.
+    pub config_errors: Vec<String>,
 }
 
 /// A job being built: its settings and its graph. Cheap to clone (a handle).
@@ -92,6 +94,7 @@ impl StreamEnv {
                 options: EnvOptions::default(),
                 metrics: MetricsRegistry::default(),
                 dead_letter_producers: Vec::new(),
+                config_errors: Vec::new(),
             })),
         }
     }
@@ -251,6 +254,9 @@ impl StreamEnv {
 
     fn take_graph(&self) -> Result<(Graph, JobConfig, MetricsRegistry)> {
         let mut i = self.inner.borrow_mut();
+        if let Some(e) = i.config_errors.first() {
+            return Err(WeirError::Config(e.clone()));
+        }
         let graph = std::mem::take(&mut i.graph);
         // Nothing is lost silently: a dead-letter policy needs a consumer of the dead letters.
         for (n, node) in graph.nodes.iter().enumerate() {

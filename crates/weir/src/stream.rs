@@ -361,8 +361,14 @@ impl<T: Data> DataStream<T> {
             NodeKind::Source(s) => Some(s.with_policy(policy)),
             _ => None,
         };
-        if let Some(s) = replaced {
-            inner.graph.nodes[node].kind = NodeKind::Source(s);
+        match replaced {
+            Some(s) => inner.graph.nodes[node].kind = NodeKind::Source(s),
+            None => {
+                let name = inner.graph.nodes[node].name.clone();
+                inner.config_errors.push(format!(
+                    "on_bad_record applies to sources, and '{name}' is not one (use try_map's policy for operators)"
+                ));
+            }
         }
         self.clone()
     }

@@ -298,3 +298,18 @@ fn try_map_dead_letters_without_a_consumer_are_a_config_error() {
     let e = env.execute("no consumer").unwrap_err();
     assert!(matches!(e, WeirError::Config(_)), "{e}");
 }
+
+#[test]
+fn on_bad_record_on_an_operator_is_a_config_error() {
+    let env = weir::StreamEnv::new().with_parallelism(1);
+    env.from_collection(vec![1u32])
+        .map(|x| x)
+        .on_bad_record(weir::BadRecordPolicy::Drop)
+        .sink(weir::connectors::DiscardSink::new());
+    let err = env.execute("bad").unwrap_err();
+    assert!(matches!(err, weir::WeirError::Config(_)), "{err}");
+    assert!(
+        err.to_string().contains("on_bad_record applies to sources"),
+        "{err}"
+    );
+}

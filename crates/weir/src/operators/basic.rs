@@ -124,11 +124,12 @@ impl<In, Out, F: ProcessFunction<In, Out>> OneInputOperator<In, Out> for Process
         user_result(r, ctx)
     }
     fn end_input(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output<Out>) -> Result<()> {
-        let mut c = Collector::new(out, i64::MAX);
+        // After the final watermark: output has no event time (it would be late anywhere).
+        let mut c = Collector::new(out, weir_types::NO_TIMESTAMP);
         let r = self.0.on_end(
             &mut ProcessContext {
                 op: ctx,
-                ts: i64::MAX,
+                ts: weir_types::NO_TIMESTAMP,
             },
             &mut c,
         );
