@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 mod handles;
+pub mod snapshot;
 mod store;
 mod table;
 mod timers;

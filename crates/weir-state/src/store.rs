@@ -1,9 +1,11 @@
 //! The keyed state of one operator subtask: its tables, the current key, TTL and the backend.
+use crate::snapshot::{decode_blocks, encode_blocks, to_bytes, Blocks, EntryBytes, TimerBytes};
 use crate::table::{HeapTable, Namespace, Stamped, Table};
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_types::keygroup::key_group_of_hash;
 use weir_types::{Clock, Data, Key};
 
 /// Creates the storage of keyed state. Chosen per job; operator code does not depend on it.
@@ -56,6 +58,8 @@ impl StateTtl {
 pub enum StateError {
     /// Two states share a name with different types.
     TypeMismatch(String),
+    /// Restored state could not be decoded (wrong type, or damaged).
+    Corrupt(String),
 }
 
 impl std::fmt::Display for StateError {
@@ -64,6 +68,7 @@ impl std::fmt::Display for StateError {
             StateError::TypeMismatch(n) => {
                 write!(f, "state '{n}' was registered twice with different types")
             }
+            StateError::Corrupt(m) => write!(f, "restored state does not decode: {m}"),
         }
     }
 }
@@ -75,6 +80,10 @@ pub(crate) trait ErasedTable: Any {
     fn as_any(&self) -> &dyn Any;
     fn len(&self) -> usize;
     fn purge_expired(&mut self, now_ms: i64);
+    /// Adds every live entry to `blocks`, by key group.
+    fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks);
+    /// Inserts restored entries written with value type `type_name`.
+    fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String>;
 }
 
 pub(crate) struct Slot<K, N, V> {
@@ -82,7 +91,7 @@ pub(crate) struct Slot<K, N, V> {
     pub(crate) ttl: Option<StateTtl>,
 }
 
-impl<K: 'static, N: 'static, V: 'static> ErasedTable for Slot<K, N, V> {
+impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
@@ -98,6 +107,50 @@ impl<K: 'static, N: 'static, V: 'static> ErasedTable for Slot<K, N, V> {
                 .retain(&mut |_, _, v| now_ms - v.written_ms < ttl.ttl_ms);
         }
     }
+    fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks) {
+        let ttl = self.ttl;
+        self.table.for_each(&mut |k, n, v| {
+            if ttl.is_some_and(|t| now_ms - v.written_ms >= t.ttl_ms) {
+                return; // expired state is not worth restoring
+            }
+            let key = to_bytes(k);
+            let kg = key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&key), max_parallelism) as u32;
+            let block = blocks.entry(kg).or_default();
+            if block.tables.last().is_none_or(|t| t.0 != name) {
+                block.tables.push((
+                    name.to_string(),
+                    std::any::type_name::<V>().to_string(),
+                    Vec::new(),
+                ));
+            }
+            block.tables.last_mut().unwrap().2.push(EntryBytes {
+                key,
+                ns: to_bytes(n),
+                value: to_bytes(&v.value),
+                written_ms: v.written_ms,
+            });
+        });
+    }
+    fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String> {
+        let now = std::any::type_name::<V>();
+        if type_name != now {
+            return Err(format!("it was written as {type_name} and is now registered as {now}; migrate it or register it under another name"));
+        }
+        for e in entries {
+            let k: K = postcard::from_bytes(&e.key).map_err(|x| format!("key: {x}"))?;
+            let n: N = postcard::from_bytes(&e.ns).map_err(|x| format!("namespace: {x}"))?;
+            let v: V = postcard::from_bytes(&e.value).map_err(|x| format!("value: {x}"))?;
+            self.table.put(
+                &k,
+                &n,
+                Stamped {
+                    value: v,
+                    written_ms: e.written_ms,
+                },
+            );
+        }
+        Ok(())
+    }
 }
 
 /// The keyed state of one operator subtask.
@@ -108,6 +161,10 @@ pub struct KeyedStateStore<K> {
     current_key: Option<K>,
     clock: Arc<dyn Clock>,
     any_ttl: bool,
+    /// Restored entries by table name, waiting for the table to be registered (its types are
+    /// known only then).
+    restored: HashMap<String, (String, Vec<EntryBytes>)>,
+    restored_timers: Vec<TimerBytes>,
 }
 
 impl<K: Key> KeyedStateStore<K> {
@@ -120,7 +177,62 @@ impl<K: Key> KeyedStateStore<K> {
             current_key: None,
             clock,
             any_ttl: false,
+            restored: HashMap::new(),
+            restored_timers: Vec::new(),
         }
+    }
+
+    /// Loads a snapshot's key-group blocks (restore). Entries go into their tables when the
+    /// tables are registered; timers wait for [`KeyedStateStore::take_restored_timers`].
+    pub fn restore_blocks(&mut self, raw: &[(u32, Vec<u8>)]) -> Result<(), StateError> {
+        let blocks = decode_blocks(raw).map_err(StateError::Corrupt)?;
+        for (_, b) in blocks {
+            for (name, type_name, entries) in b.tables {
+                match self.names.get(&name) {
+                    Some(&i) => self.tables[i]
+                        .restore(&type_name, &entries)
+                        .map_err(|e| StateError::Corrupt(format!("state '{name}': {e}")))?,
+                    None => self
+                        .restored
+                        .entry(name)
+                        .or_insert_with(|| (type_name, Vec::new()))
+                        .1
+                        .extend(entries),
+                }
+            }
+            self.restored_timers.extend(b.timers);
+        }
+        Ok(())
+    }
+
+    /// The restored timers, once (the operator owns its timer service).
+    pub fn take_restored_timers(&mut self) -> Vec<TimerBytes> {
+        std::mem::take(&mut self.restored_timers)
+    }
+
+    /// Every table's live entries, plus `timers`, grouped by key group.
+    pub fn snapshot_blocks(
+        &self,
+        max_parallelism: usize,
+        timers: Vec<(i64, u8, Vec<u8>, Vec<u8>)>,
+    ) -> Vec<(u32, Vec<u8>)> {
+        let mut blocks = Blocks::new();
+        let now = self.clock.now_ms();
+        let mut names: Vec<(&String, &usize)> = self.names.iter().collect();
+        names.sort();
+        for (name, &i) in names {
+            self.tables[i].snapshot_into(name, max_parallelism, now, &mut blocks);
+        }
+        for (ts, domain, key, ns) in timers {
+            let kg = key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&key), max_parallelism) as u32;
+            blocks.entry(kg).or_default().timers.push(TimerBytes {
+                domain,
+                ts,
+                key,
+                ns,
+            });
+        }
+        encode_blocks(blocks)
     }
 
     /// Registers (or finds, if registered before) the table `name` with namespace `N` and
@@ -141,7 +253,12 @@ impl<K: Key> KeyedStateStore<K> {
             TableKind::Heap => Box::new(HeapTable::default()),
         };
         self.any_ttl |= ttl.is_some();
-        self.tables.push(Box::new(Slot { table, ttl }));
+        let mut slot = Slot::<K, N, V> { table, ttl };
+        if let Some((type_name, entries)) = self.restored.remove(name) {
+            slot.restore(&type_name, &entries)
+                .map_err(|e| StateError::Corrupt(format!("state '{name}': {e}")))?;
+        }
+        self.tables.push(Box::new(slot));
         self.names.insert(name.to_string(), self.tables.len() - 1);
         Ok(self.tables.len() - 1)
     }
@@ -218,5 +335,79 @@ impl<K: Key> KeyedStateStore<K> {
                 f(k, n, &v.value)
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handles::{MapState, ValueState};
+    use crate::timers::TimerService;
+    use weir_types::keygroup::{key_group_range, subtask_for_key_group};
+    use weir_types::ManualClock;
+
+    #[test]
+    fn snapshot_restores_whole_and_split_by_key_group() {
+        let clock = Arc::new(ManualClock::new(1000));
+        let mut a: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock.clone());
+        let count: ValueState<u64> = ValueState::register(&mut a, "count").unwrap();
+        let tags: MapState<String, i64> = MapState::register(&mut a, "tags").unwrap();
+        let mut timers: TimerService<u64, ()> = TimerService::default();
+        for k in 0..200u64 {
+            a.set_current_key(k);
+            count.set(&mut a, k * 10);
+            tags.put(&mut a, format!("t{k}"), k as i64);
+            timers.event.register(k as i64 + 5, &k, &());
+        }
+        let blocks = a.snapshot_blocks(128, timers.snapshot());
+        assert!(blocks.len() > 64, "spread over key groups");
+
+        // Restore whole: state registered after the blocks are loaded.
+        let mut b: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock.clone());
+        b.restore_blocks(&blocks).unwrap();
+        let count_b: ValueState<u64> = ValueState::register(&mut b, "count").unwrap();
+        let tags_b: MapState<String, i64> = MapState::register(&mut b, "tags").unwrap();
+        let mut timers_b: TimerService<u64, ()> = TimerService::default();
+        timers_b.restore(&b.take_restored_timers()).unwrap();
+        for k in 0..200u64 {
+            b.set_current_key(k);
+            assert_eq!(count_b.get(&mut b), Some(k * 10));
+            assert_eq!(tags_b.get(&mut b, &format!("t{k}")), Some(k as i64));
+        }
+        assert_eq!(timers_b.event.len(), 200);
+
+        // Split over 3 subtasks: each gets exactly the keys whose key group it owns.
+        let mut total = 0;
+        for s in 0..3 {
+            let range = key_group_range(s, 3, 128);
+            let mine: Vec<(u32, Vec<u8>)> = blocks
+                .iter()
+                .filter(|(kg, _)| range.contains(&(*kg as usize)))
+                .cloned()
+                .collect();
+            let mut c: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock.clone());
+            c.restore_blocks(&mine).unwrap();
+            let count_c: ValueState<u64> = ValueState::register(&mut c, "count").unwrap();
+            for k in 0..200u64 {
+                c.set_current_key(k);
+                let owner = subtask_for_key_group(weir_types::keygroup::key_group(&k, 128), 3, 128);
+                assert_eq!(count_c.get(&mut c).is_some(), owner == s, "key {k}");
+            }
+            total += c.total_entries();
+        }
+        assert_eq!(total, 200);
+    }
+
+    #[test]
+    fn restoring_into_another_type_is_an_error_not_garbage() {
+        let clock = Arc::new(ManualClock::new(0));
+        let mut a: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock.clone());
+        let s: ValueState<String> = ValueState::register(&mut a, "s").unwrap();
+        a.set_current_key(1);
+        s.set(&mut a, "hello".into());
+        let blocks = a.snapshot_blocks(128, vec![]);
+        let mut b: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock);
+        b.restore_blocks(&blocks).unwrap();
+        assert!(ValueState::<Vec<u64>>::register(&mut b, "s").is_err());
     }
 }

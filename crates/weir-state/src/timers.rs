@@ -107,6 +107,43 @@ impl<K, N> Default for TimerService<K, N> {
     }
 }
 
+impl<K, N> TimerService<K, N>
+where
+    K: Serialize + serde::de::DeserializeOwned + Hash + Eq + Clone,
+    N: Serialize + serde::de::DeserializeOwned + Hash + Eq + Clone,
+{
+    /// Every live timer as `(ts, domain, key bytes, namespace bytes)`, for a snapshot
+    /// (domain 0 = event time, 1 = processing time).
+    pub fn snapshot(&self) -> Vec<(i64, u8, Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::with_capacity(self.event.len() + self.processing.len());
+        for (domain, q) in [(0u8, &self.event), (1u8, &self.processing)] {
+            for (ts, k, n) in &q.live {
+                out.push((
+                    *ts,
+                    domain,
+                    crate::snapshot::to_bytes(k),
+                    crate::snapshot::to_bytes(n),
+                ));
+            }
+        }
+        out
+    }
+
+    /// Registers restored timers.
+    pub fn restore(&mut self, timers: &[crate::snapshot::TimerBytes]) -> Result<(), String> {
+        for t in timers {
+            let k: K = postcard::from_bytes(&t.key).map_err(|e| format!("timer key: {e}"))?;
+            let n: N = postcard::from_bytes(&t.ns).map_err(|e| format!("timer namespace: {e}"))?;
+            if t.domain == 0 {
+                self.event.register(t.ts, &k, &n);
+            } else {
+                self.processing.register(t.ts, &k, &n);
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

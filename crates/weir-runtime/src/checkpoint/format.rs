@@ -1,0 +1,196 @@
+//! The on-storage layout of a checkpoint, and loading it back.
+//!
+//! ```text
+//! chk-0000000042/
+//!   <uid>/<subtask>.state     postcard(OperatorSnapshot), one per operator subtask with state
+//!   _manifest                 JSON, written last: operators, parallelism, files, checksums
+//! ```
+//!
+//! A checkpoint directory without a manifest is incomplete and ignored; a file whose length or
+//! xxh3 does not match the manifest makes the checkpoint corrupted, and loading falls back to the
+//! previous retained one.
+use super::storage::CheckpointStorage;
+use super::{OperatorSnapshot, RestoredState, SubtaskId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use weir_types::keygroup::key_group_range;
+use weir_types::{Result, WeirError};
+
+/// One state file in a manifest.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Subtask index.
+    pub subtask: usize,
+    /// Path relative to the storage root.
+    pub path: String,
+    /// Length in bytes.
+    pub bytes: u64,
+    /// xxh3 of the content.
+    pub xxh3: u64,
+}
+
+/// An operator in a manifest.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OperatorEntry {
+    /// Parallelism when checkpointed.
+    pub parallelism: usize,
+    /// Its state files.
+    pub files: Vec<FileEntry>,
+}
+
+/// The manifest: the checkpoint exists once it is written.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Checkpoint id.
+    pub id: u64,
+    /// Trigger time, ms since the epoch.
+    pub ts_ms: i64,
+    /// Key groups of the job.
+    pub max_parallelism: usize,
+    /// Operators by uid.
+    pub operators: BTreeMap<String, OperatorEntry>,
+    /// Whether it is a savepoint (kept until deleted by hand).
+    #[serde(default)]
+    pub savepoint: bool,
+}
+
+/// The directory name of checkpoint `id`.
+pub fn checkpoint_dir(id: u64) -> String {
+    format!("chk-{id:010}")
+}
+
+fn safe(uid: &str) -> String {
+    uid.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+}
+
+/// Writes checkpoint `id`'s state files, then its manifest, under `dir`.
+pub fn write_checkpoint(
+    storage: &dyn CheckpointStorage,
+    dir: &str,
+    id: u64,
+    ts_ms: i64,
+    max_parallelism: usize,
+    parallelism: &BTreeMap<String, usize>,
+    snapshots: &BTreeMap<SubtaskId, OperatorSnapshot>,
+    savepoint: bool,
+) -> Result<Manifest> {
+    let mut operators: BTreeMap<String, OperatorEntry> =
+        parallelism.iter().map(|(u, p)| (u.clone(), OperatorEntry { parallelism: *p, files: Vec::new() })).collect();
+    for (sid, snap) in snapshots {
+        if snap.keyed.is_empty() && snap.operator.is_empty() && snap.pending_commit.is_empty() {
+            continue;
+        }
+        let bytes = postcard::to_allocvec(snap).map_err(|e| WeirError::Internal(format!("encoding a snapshot: {e}")))?;
+        let path = format!("{dir}/{}/{}.state", safe(&sid.uid), sid.subtask);
+        storage.put(&path, &bytes)?;
+        operators.entry(sid.uid.clone()).or_default().files.push(FileEntry {
+            subtask: sid.subtask,
+            path,
+            bytes: bytes.len() as u64,
+            xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
+        });
+    }
+    let manifest = Manifest { id, ts_ms, max_parallelism, operators, savepoint };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| WeirError::Internal(e.to_string()))?;
+    storage.put(&format!("{dir}/_manifest"), &json)?;
+    Ok(manifest)
+}
+
+/// A checkpoint read back and verified.
+#[derive(Clone, Debug)]
+pub struct LoadedCheckpoint {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its directory.
+    pub dir: String,
+    /// Every operator subtask's snapshot.
+    pub snapshots: BTreeMap<SubtaskId, OperatorSnapshot>,
+}
+
+impl LoadedCheckpoint {
+    /// The state of operator `uid` for subtask `subtask` of `parallelism`: the key groups it
+    /// owns (from whichever old subtasks held them) and every non-keyed entry.
+    pub fn restore_for(&self, uid: &str, subtask: usize, parallelism: usize) -> Option<RestoredState> {
+        let range = key_group_range(subtask, parallelism, self.manifest.max_parallelism);
+        let mut out = RestoredState { checkpoint_id: self.manifest.id, ..Default::default() };
+        let mut any = false;
+        for (sid, snap) in self.snapshots.range(SubtaskId { uid: uid.to_string(), subtask: 0 }..) {
+            if sid.uid != uid {
+                break;
+            }
+            any = true;
+            out.keyed.extend(snap.keyed.iter().filter(|(kg, _)| range.contains(&(*kg as usize))).cloned());
+            out.operator.extend(snap.operator.iter().cloned());
+        }
+        out.keyed.sort_by_key(|(kg, _)| *kg);
+        any.then_some(out)
+    }
+
+    /// Everything two-phase sinks pre-committed in this checkpoint.
+    pub fn pending_commits(&self) -> Vec<(String, Vec<u8>)> {
+        self.snapshots.iter().flat_map(|(sid, s)| s.pending_commit.iter().map(|p| (sid.uid.clone(), p.clone()))).collect()
+    }
+}
+
+/// Reads and verifies checkpoint directory `dir`.
+pub fn load_checkpoint(storage: &dyn CheckpointStorage, dir: &str) -> Result<LoadedCheckpoint> {
+    let raw = storage.get(&format!("{dir}/_manifest")).map_err(|e| WeirError::Config(format!("checkpoint {dir} has no manifest (incomplete): {e}")))?;
+    let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| WeirError::Config(format!("checkpoint {dir}: unreadable manifest: {e}")))?;
+    let mut snapshots = BTreeMap::new();
+    for (uid, op) in &manifest.operators {
+        for f in &op.files {
+            let bytes = storage.get(&f.path)?;
+            if bytes.len() as u64 != f.bytes || xxhash_rust::xxh3::xxh3_64(&bytes) != f.xxh3 {
+                return Err(WeirError::Config(format!(
+                    "checkpoint {dir} is corrupted: {} has {} bytes and a checksum that do not match the manifest",
+                    f.path,
+                    bytes.len()
+                )));
+            }
+            let snap: OperatorSnapshot = postcard::from_bytes(&bytes).map_err(|e| WeirError::Config(format!("checkpoint {dir}: {}: {e}", f.path)))?;
+            snapshots.insert(SubtaskId { uid: uid.clone(), subtask: f.subtask }, snap);
+        }
+    }
+    Ok(LoadedCheckpoint { manifest, dir: dir.to_string(), snapshots })
+}
+
+/// The checkpoint directories under the storage root, newest first.
+pub fn list_checkpoints(storage: &dyn CheckpointStorage) -> Result<Vec<String>> {
+    let mut v: Vec<String> = storage.list("")?.into_iter().filter(|n| n.starts_with("chk-")).collect();
+    v.sort();
+    v.reverse();
+    Ok(v)
+}
+
+/// The newest checkpoint that is complete and intact; older ones are tried when a newer one is
+/// incomplete or corrupted, and each such fall-back is logged.
+pub fn load_latest(storage: &dyn CheckpointStorage) -> Result<Option<LoadedCheckpoint>> {
+    for dir in list_checkpoints(storage)? {
+        match load_checkpoint(storage, &dir) {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) => tracing::warn!("skipping checkpoint {dir} in {}: {e}; falling back to the previous one", storage.describe()),
+        }
+    }
+    Ok(None)
+}
+
+/// Deletes complete checkpoints beyond the newest `retained` (savepoints are kept), and
+/// incomplete ones older than the newest complete one.
+pub fn retain(storage: &dyn CheckpointStorage, retained: usize) -> Result<()> {
+    let mut complete = 0;
+    for dir in list_checkpoints(storage)? {
+        let manifest = storage.get(&format!("{dir}/_manifest")).ok().and_then(|m| serde_json::from_slice::<Manifest>(&m).ok());
+        match manifest {
+            Some(m) if m.savepoint => {}
+            Some(_) => {
+                complete += 1;
+                if complete > retained.max(1) {
+                    storage.delete_prefix(&dir)?;
+                }
+            }
+            None if complete > 0 => storage.delete_prefix(&dir)?,
+            None => {}
+        }
+    }
+    Ok(())
+}

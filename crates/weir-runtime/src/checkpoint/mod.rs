@@ -1,0 +1,111 @@
+//! Checkpoints: consistent snapshots of a running job, taken without stopping it.
+//!
+//! The protocol (Chandy–Lamport with barriers, as Flink):
+//!
+//! 1. The coordinator ([`coordinator`]) sends `Trigger(n)` to every source subtask's mailbox.
+//! 2. A source snapshots its reader's position and its chained operators' state, then sends the
+//!    barrier `n` down every output channel, in order with its records.
+//! 3. A task with several input channels *aligns*: a channel that delivered barrier `n` is not
+//!    read until every channel has (exactly-once); at-least-once mode skips the blocking. Then the
+//!    task snapshots its chain (each operator as the barrier passes it) and forwards the barrier.
+//! 4. Every task subtask acknowledges `n` with its snapshots; a task that has finished
+//!    acknowledges with its final snapshot. When all have, the coordinator writes every state
+//!    file (with a checksum) and then the manifest: a checkpoint without a manifest does not exist.
+//! 5. The coordinator then commits what two-phase sinks pre-committed in `n` (idempotently) and
+//!    tells every task that `n` is complete.
+//!
+//! State is written in a canonical, backend-independent format grouped by key group
+//! ([`format`]), so a checkpoint restores into any parallelism and any state backend.
+pub mod coordinator;
+pub mod format;
+pub mod storage;
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The marker that separates records before a checkpoint from records after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckpointBarrier {
+    /// Checkpoint id, increasing.
+    pub id: u64,
+    /// When it was triggered (ms since the epoch).
+    pub ts_ms: i64,
+}
+
+/// Exactly-once aligns barriers; at-least-once does not block channels (records after the
+/// barrier on a fast channel may be in the snapshot and be replayed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum CheckpointMode {
+    /// Align barriers: exactly-once state.
+    #[default]
+    ExactlyOnce,
+    /// Do not align: lower latency under skew, state at least once.
+    AtLeastOnce,
+}
+
+/// Checkpoint settings.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    /// Time between the end of one checkpoint and the trigger of the next (at least
+    /// `min_pause`).
+    pub interval: Duration,
+    /// A checkpoint not complete after this is aborted.
+    pub timeout: Duration,
+    /// Minimum time between the end of one checkpoint and the start of the next.
+    pub min_pause: Duration,
+    /// Alignment mode.
+    pub mode: CheckpointMode,
+    /// Completed checkpoints kept; older ones are deleted.
+    pub retained: usize,
+    /// Where checkpoints go.
+    pub storage: Arc<dyn storage::CheckpointStorage>,
+}
+
+/// The state of one operator subtask in one checkpoint.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OperatorSnapshot {
+    /// Keyed state and timers, by key group: `(key_group, bytes)` in key-group order.
+    pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Non-keyed state (source positions, broadcast state), as entries that are redistributed
+    /// by union on rescale: every subtask of the restored operator sees all entries of all
+    /// subtasks and keeps its own.
+    pub operator: Vec<Vec<u8>>,
+    /// Something a two-phase sink pre-committed: committed by the coordinator once the
+    /// checkpoint is complete, and again (idempotently) when restoring it.
+    pub pending_commit: Vec<Vec<u8>>,
+}
+
+impl OperatorSnapshot {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.keyed.is_empty() && self.operator.is_empty() && self.pending_commit.is_empty()
+    }
+}
+
+/// Identifies an operator subtask in a checkpoint: the operator's uid and the subtask index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SubtaskId {
+    /// The operator's uid (stable across job versions when set by the user).
+    pub uid: String,
+    /// Subtask index.
+    pub subtask: usize,
+}
+
+/// Commits what a two-phase sink pre-committed. Must be idempotent: it runs once when the
+/// checkpoint completes, and again after every restore of that checkpoint.
+pub trait Committer: Send + Sync {
+    /// Commits one pre-committed item.
+    fn commit(&self, item: &[u8]) -> weir_types::Result<()>;
+}
+
+/// The state of one operator restored from a checkpoint, for one subtask.
+#[derive(Clone, Debug, Default)]
+pub struct RestoredState {
+    /// Keyed state of the key groups this subtask owns.
+    pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Non-keyed entries of every subtask of the operator (union).
+    pub operator: Vec<Vec<u8>>,
+    /// The checkpoint id restored.
+    pub checkpoint_id: u64,
+}
