@@ -5,6 +5,7 @@
 //! sent once it reaches `buffer_bytes_max` bytes, so a channel holds at most about
 //! `channel_buffers_max × buffer_bytes_max` bytes. A full channel blocks its sender: that is
 //! back-pressure, and it reaches the sources through every full channel on the way.
+use crate::checkpoint::{CheckpointBarrier, FINAL_SNAPSHOT};
 use crate::context::{CancelToken, JobConfig};
 use crate::output::{Control, Output};
 use crossbeam_channel as cb;
@@ -25,6 +26,8 @@ pub enum Message {
     Watermark(Watermark),
     /// The sender became idle or active.
     Status(WatermarkStatus),
+    /// A checkpoint barrier: everything before it belongs to the checkpoint.
+    Barrier(CheckpointBarrier),
     /// The sender is done; nothing follows.
     End,
 }
@@ -307,6 +310,13 @@ impl<T: Data> Output<T> for ChannelWriter<T> {
     }
     fn end_input(&mut self) -> Result<()> {
         self.send_all(|| Message::End)
+    }
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        if b.id == FINAL_SNAPSHOT {
+            return Ok(());
+        }
+        let b = *b;
+        self.send_all(|| Message::Barrier(b))
     }
     fn control(&mut self, c: &mut Control) -> Result<()> {
         if let Control::Flush = c {

@@ -1,4 +1,7 @@
 //! What a task and its operators know about the job they run in.
+use crate::checkpoint::{
+    CheckpointBarrier, CheckpointConfig, OperatorSnapshot, RestoredState, SubtaskId,
+};
 use crate::output::{Control, Output};
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -29,6 +32,13 @@ pub struct JobConfig {
     pub state_backend: Arc<dyn StateBackend>,
     /// How often periodic watermarks are emitted (Flink's `pipeline.auto-watermark-interval`).
     pub auto_watermark_interval_ms: i64,
+    /// Checkpointing, if enabled.
+    pub checkpoints: Option<CheckpointConfig>,
+    /// What to do when a task fails.
+    pub restart: crate::restart::RestartStrategy,
+    /// Restore from this checkpoint directory (relative to the checkpoint storage) or the
+    /// latest complete one.
+    pub restore: Option<crate::restart::RestoreFrom>,
 }
 
 impl Default for JobConfig {
@@ -41,6 +51,9 @@ impl Default for JobConfig {
             clock: Arc::new(SystemClock),
             state_backend: Arc::new(MemoryBackend),
             auto_watermark_interval_ms: 200,
+            checkpoints: None,
+            restart: crate::restart::RestartStrategy::None,
+            restore: None,
         }
     }
 }
@@ -122,6 +135,8 @@ pub struct TaskShared {
     pub position: Cell<Option<(usize, u64)>>,
     /// The source's splits: name and how positions count.
     pub splits: RefCell<Vec<(String, PositionKind)>>,
+    /// Snapshots taken by the task's operators as the current barrier passed them.
+    pub snapshots: RefCell<Vec<(SubtaskId, OperatorSnapshot)>>,
 }
 
 impl TaskShared {
@@ -157,6 +172,8 @@ pub trait SideOutput {
     fn end_input(&mut self) -> Result<()>;
     /// Forwards task control.
     fn control(&mut self, c: &mut Control) -> Result<()>;
+    /// Forwards a checkpoint barrier.
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()>;
 }
 
 /// The typed [`SideOutput`].
@@ -177,6 +194,9 @@ impl<S: 'static> SideOutput for TypedSideOutput<S> {
     }
     fn control(&mut self, c: &mut Control) -> Result<()> {
         self.0.control(c)
+    }
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        self.0.barrier(b)
     }
 }
 
@@ -226,6 +246,10 @@ impl SideOutputs {
     pub fn control(&mut self, c: &mut Control) -> Result<()> {
         self.outs.iter_mut().try_for_each(|(_, o)| o.control(c))
     }
+    /// Forwards a checkpoint barrier to every side output.
+    pub fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        self.outs.iter_mut().try_for_each(|(_, o)| o.barrier(b))
+    }
 }
 
 /// What an operator subtask knows about itself and its job.
@@ -258,6 +282,13 @@ pub struct OperatorContext {
     pub waker: crate::task::TaskWaker,
     /// The job's cancellation: long waits inside an operator must give up when it is set.
     pub cancel: CancelToken,
+    /// The operator's uid: its identity in checkpoints (set it to keep state across changes
+    /// to the job graph).
+    pub uid: String,
+    /// This subtask's state from the checkpoint being restored, if any.
+    pub restored: Option<RestoredState>,
+    /// Whether the job takes checkpoints (two-phase sinks commit at the end otherwise).
+    pub checkpointing: bool,
 }
 
 impl OperatorContext {
@@ -284,6 +315,18 @@ impl OperatorContext {
             operator: self.name.clone(),
             subtask: self.subtask_label(),
             message: message.into(),
+        }
+    }
+    /// Records a snapshot of this operator subtask for the barrier now passing.
+    pub fn add_snapshot(&self, snap: OperatorSnapshot) {
+        if !snap.is_empty() {
+            self.task.snapshots.borrow_mut().push((
+                SubtaskId {
+                    uid: self.uid.clone(),
+                    subtask: self.subtask,
+                },
+                snap,
+            ));
         }
     }
     /// A counter of this operator subtask.

@@ -1,11 +1,16 @@
 //! Runs a [`Graph`]: chains operators into tasks, wires channels, starts a thread per task
 //! subtask, and waits for the end, the first failure, or cancellation.
 use crate::channel::{channel, Sender};
+use crate::checkpoint::coordinator::{self, Command, Report};
+use crate::checkpoint::format::{list_checkpoints, load_checkpoint, load_latest, LoadedCheckpoint};
+use crate::checkpoint::RestoredState;
 use crate::context::{CancelToken, JobConfig, OperatorContext, SideOutputs, TaskShared};
 use crate::graph::{Graph, NodeId, NodeKind, Outputs};
 use crate::operator::panic_message;
 use crate::output::AnyOutput;
-use crate::task::{run_input_task, InputChannel, Mailbox, TaskWaker};
+use crate::restart::{RestartTracker, RestoreFrom};
+use crate::task::{run_input_task, CheckpointLink, InputChannel, Mailbox, TaskKey, TaskWaker};
+use crossbeam_channel as cb;
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -25,6 +30,12 @@ pub struct JobResult {
     pub cancelled: bool,
     /// The tasks (chains) it ran, one line each.
     pub tasks: Vec<String>,
+    /// Restarts after failures.
+    pub restarts: u32,
+    /// Checkpoints completed (the final one included).
+    pub checkpoints_completed: u64,
+    /// The checkpoint the job started from, if any.
+    pub restored_from: Option<u64>,
 }
 
 /// Which edges are chained: forward, equal parallelism, single-input consumer.
@@ -104,10 +115,12 @@ struct Builder<'a> {
     shared: Rc<TaskShared>,
     waker: TaskWaker,
     cancel: CancelToken,
+    uids: Vec<String>,
+    restored: HashMap<NodeId, RestoredState>,
 }
 
 impl Builder<'_> {
-    fn ctx(&self, node: NodeId) -> OperatorContext {
+    fn ctx(&mut self, node: NodeId) -> OperatorContext {
         let n = &self.g.nodes[node];
         OperatorContext {
             name: n.name.clone(),
@@ -126,6 +139,9 @@ impl Builder<'_> {
             task: self.shared.clone(),
             waker: self.waker.clone(),
             cancel: self.cancel.clone(),
+            uid: self.uids[node].clone(),
+            restored: self.restored.remove(&node),
+            checkpointing: self.cfg.checkpoints.is_some(),
         }
     }
 
@@ -186,7 +202,17 @@ impl Builder<'_> {
     }
 }
 
-/// Runs a job to its end. Returns the first real failure (never a cascade of cancellations).
+/// The uid of node `i`: the user's, or `<index>-<name>`.
+pub fn node_uid(g: &Graph, i: NodeId) -> String {
+    g.nodes[i]
+        .uid
+        .clone()
+        .unwrap_or_else(|| format!("{i}-{}", g.nodes[i].name))
+}
+
+/// Runs a job to its end: restores the checkpoint asked for, restarts from the latest
+/// checkpoint after failures as the restart strategy allows, and returns the first real
+/// failure otherwise (never a cascade of cancellations).
 pub fn execute(
     mut graph: Graph,
     cfg: JobConfig,
@@ -202,9 +228,117 @@ pub fn execute(
     }
     validate(&graph, &cfg)?;
     let started = Instant::now();
-    let chained = chained_edges(&graph);
+    let chained = Arc::new(chained_edges(&graph));
     let g = Arc::new(graph);
-    let chained = Arc::new(chained);
+    let mut restore: Option<LoadedCheckpoint> = match (&cfg.restore, &cfg.checkpoints) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(WeirError::Config(
+                "restoring needs a checkpoint directory".into(),
+            ))
+        }
+        (Some(RestoreFrom::Latest), Some(c)) => {
+            let l = load_latest(&*c.storage)?;
+            if l.is_none() {
+                tracing::info!(
+                    "no complete checkpoint in {}: starting fresh",
+                    c.storage.describe()
+                );
+            }
+            l
+        }
+        (Some(RestoreFrom::Dir(d)), Some(c)) => Some(load_checkpoint(&*c.storage, d)?),
+    };
+    let restored_from = restore.as_ref().map(|r| r.manifest.id);
+    let mut tracker = RestartTracker::new(cfg.restart.clone());
+    let mut tasks = Vec::new();
+    let mut checkpoints_completed = 0;
+    loop {
+        let attempt = run_attempt(
+            &g,
+            &chained,
+            &cfg,
+            &cancel,
+            &metrics,
+            restore.as_ref(),
+            &mut tasks,
+        );
+        checkpoints_completed += attempt.1.completed;
+        match attempt.0 {
+            Ok(()) => {
+                return Ok(JobResult {
+                    metrics: metrics.snapshot(),
+                    elapsed: started.elapsed(),
+                    cancelled: cancel.is_cancelled(),
+                    tasks,
+                    restarts: tracker.restarts(),
+                    checkpoints_completed,
+                    restored_from,
+                })
+            }
+            Err(e) => {
+                let Some(delay) = tracker.on_failure(Instant::now()) else {
+                    return Err(e);
+                };
+                tracing::warn!(
+                    "job failed: {e}; restarting in {delay:?} (restart {})",
+                    tracker.restarts()
+                );
+                metrics.counter("job", 0, "restarts").inc();
+                std::thread::sleep(delay);
+                if cancel.is_cancelled() {
+                    return Err(e);
+                }
+                restore = match &cfg.checkpoints {
+                    Some(c) => load_latest(&*c.storage)?,
+                    None => None,
+                };
+            }
+        }
+    }
+}
+
+/// One attempt: build every task, run until the end, a failure, or cancellation.
+fn run_attempt(
+    g: &Arc<Graph>,
+    chained: &Arc<Vec<bool>>,
+    cfg: &JobConfig,
+    external: &CancelToken,
+    metrics: &MetricsRegistry,
+    restore: Option<&LoadedCheckpoint>,
+    tasks: &mut Vec<String>,
+) -> (Result<()>, Report) {
+    match run_attempt_inner(g, chained, cfg, external, metrics, restore, tasks) {
+        Ok(r) => r,
+        Err(e) => (Err(e), Report::default()),
+    }
+}
+
+fn run_attempt_inner(
+    g: &Arc<Graph>,
+    chained: &Arc<Vec<bool>>,
+    cfg: &JobConfig,
+    external: &CancelToken,
+    metrics: &MetricsRegistry,
+    restore: Option<&LoadedCheckpoint>,
+    tasks: &mut Vec<String>,
+) -> Result<(Result<()>, Report)> {
+    // Tasks of this attempt cancel each other; the user's token cancels them all.
+    let cancel = CancelToken::new();
+    let uids: Vec<String> = (0..g.nodes.len()).map(|i| node_uid(g, i)).collect();
+    if let Some(r) = restore {
+        tracing::info!("restoring checkpoint {} ({})", r.manifest.id, r.dir);
+        // What sinks pre-committed in the restored checkpoint is committed again (idempotent).
+        for (uid, item) in r.pending_commits() {
+            if let Some(c) = uids
+                .iter()
+                .position(|u| *u == uid)
+                .and_then(|i| g.nodes[i].committer.clone())
+            {
+                c.commit(&item)?;
+            }
+        }
+    }
 
     // Channels for every non-chained edge, per (sender subtask, receiver subtask).
     let mut edge_senders: HashMap<(usize, usize), Vec<Sender>> = HashMap::new(); // (edge, from subtask)
@@ -241,7 +375,6 @@ pub fn execute(
             chained_into[e.to] = true;
         }
     }
-    // Members of each chain, to hand each thread the senders it needs.
     fn members(g: &Graph, chained: &[bool], root: NodeId, acc: &mut Vec<NodeId>) {
         acc.push(root);
         for (ei, e) in g.edges.iter().enumerate() {
@@ -250,12 +383,71 @@ pub fn execute(
             }
         }
     }
+    let roots: Vec<NodeId> = (0..g.nodes.len()).filter(|&n| !chained_into[n]).collect();
+
+    // Mailboxes first: the coordinator needs them.
+    let mut mailboxes: HashMap<TaskKey, Mailbox> = HashMap::new();
+    for &root in &roots {
+        for s in 0..g.nodes[root].parallelism {
+            mailboxes.insert((root, s), Mailbox::default());
+        }
+    }
+    let (events_tx, events_rx) = cb::unbounded();
+    let (cmd_tx, cmd_rx) = cb::unbounded();
+    let coordinator = match &cfg.checkpoints {
+        Some(c) => {
+            let mut sources = Vec::new();
+            let mut all = Vec::new();
+            for (k, m) in &mailboxes {
+                all.push((*k, m.control_sender()));
+                if matches!(g.nodes[k.0].kind, NodeKind::Source(_)) {
+                    sources.push((*k, m.control_sender()));
+                }
+            }
+            let parallelism = (0..g.nodes.len())
+                .map(|i| (uids[i].clone(), g.nodes[i].parallelism))
+                .collect();
+            let committers = (0..g.nodes.len())
+                .filter_map(|i| g.nodes[i].committer.clone().map(|c| (uids[i].clone(), c)))
+                .collect();
+            let existing = list_checkpoints(&*c.storage)?
+                .first()
+                .and_then(|d| d.trim_start_matches("chk-").parse::<u64>().ok())
+                .unwrap_or(0);
+            let setup = coordinator::Setup {
+                cfg: c.clone(),
+                max_parallelism: cfg.max_parallelism,
+                parallelism,
+                sources,
+                tasks: all,
+                committers,
+                next_id: existing.max(restore.map_or(0, |r| r.manifest.id)) + 1,
+                clock: cfg.clock.clone(),
+                metrics: metrics.clone(),
+            };
+            let cancel = cancel.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("weir:checkpoint-coordinator".into())
+                    .spawn(move || {
+                        let r = coordinator::run(setup, events_rx, cmd_rx);
+                        if r.is_err() {
+                            cancel.cancel();
+                        }
+                        r
+                    })
+                    .map_err(|e| WeirError::io("starting the checkpoint coordinator", e))?,
+            )
+        }
+        None => None,
+    };
+
     let first_error: Arc<Mutex<Option<WeirError>>> = Arc::new(Mutex::new(None));
     let mut handles = Vec::new();
-    let mut tasks = Vec::new();
-    for root in (0..g.nodes.len()).filter(|&n| !chained_into[n]) {
+    tasks.clear();
+    for &root in &roots {
         let mut chain = Vec::new();
-        members(&g, &chained, root, &mut chain);
+        members(g, chained, root, &mut chain);
         tasks.push(format!(
             "{} (p={})",
             chain
@@ -278,23 +470,54 @@ pub fn execute(
             // tasks it feeds then find the job cancelled, not an upstream that vanished.
             let keepalive: Vec<Sender> = my_senders.values().flatten().cloned().collect();
             let inputs = receivers.remove(&(root, subtask)).unwrap_or_default();
-            let (g, chained, cfg, metrics, cancel, first_error) = (
+            let mailbox = mailboxes
+                .remove(&(root, subtask))
+                .expect("a mailbox per task");
+            let link = cfg.checkpoints.as_ref().map(|c| CheckpointLink {
+                events: events_tx.clone(),
+                task: (root, subtask),
+                mode: c.mode,
+                alignment_ms: metrics.counter(
+                    &g.nodes[root].name,
+                    subtask,
+                    "checkpoint_alignment_ms",
+                ),
+            });
+            let restored: HashMap<NodeId, RestoredState> = match restore {
+                Some(r) => chain
+                    .iter()
+                    .filter_map(|&n| {
+                        r.restore_for(&uids[n], subtask, g.nodes[n].parallelism)
+                            .map(|s| (n, s))
+                    })
+                    .collect(),
+                None => HashMap::new(),
+            };
+            let (g, chained, cfg, metrics, cancel, first_error, uids) = (
                 g.clone(),
                 chained.clone(),
                 cfg.clone(),
                 metrics.clone(),
                 cancel.clone(),
                 first_error.clone(),
+                uids.clone(),
             );
             let tname = format!("weir:{}#{}", g.nodes[root].name, subtask);
             let h = std::thread::Builder::new()
                 .name(tname.clone())
                 .spawn(move || {
                     let r = catch_unwind(AssertUnwindSafe(|| {
-                        run_task(
-                            &g, &chained, &cfg, &metrics, &cancel, root, subtask, my_senders,
+                        let t = TaskSpec {
+                            root,
+                            subtask,
+                            senders: my_senders,
                             inputs,
-                        )
+                            mailbox,
+                            link,
+                            restored,
+                            uids,
+                        };
+                        run_task(&g, &chained, &cfg, &metrics, &cancel, t)
                     }));
                     let r = match r {
                         Ok(r) => r,
@@ -319,54 +542,106 @@ pub fn execute(
             handles.push(h);
         }
     }
+    drop(events_tx);
+    // Wait for the tasks, passing the user's cancellation on.
+    while handles.iter().any(|h| !h.is_finished()) {
+        if external.is_cancelled() {
+            cancel.cancel();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     for h in handles {
         let _ = h.join();
     }
-    if let Some(e) = first_error.lock().unwrap().take() {
-        return Err(e);
+    let failure = first_error.lock().unwrap().take();
+    let ok = failure.is_none() && !cancel.is_cancelled();
+    let mut report = Report::default();
+    if let Some(c) = coordinator {
+        let _ = cmd_tx.send(if ok {
+            Command::JobFinished
+        } else {
+            Command::Stop
+        });
+        match c.join() {
+            Ok(Ok(r)) => report = r,
+            Ok(Err(e)) => return Ok((Err(failure.unwrap_or(e)), report)),
+            Err(p) => {
+                return Ok((
+                    Err(WeirError::Internal(format!(
+                        "checkpoint coordinator panicked: {}",
+                        panic_message(&*p)
+                    ))),
+                    report,
+                ))
+            }
+        }
     }
-    Ok(JobResult {
-        metrics: metrics.snapshot(),
-        elapsed: started.elapsed(),
-        cancelled: cancel.is_cancelled(),
-        tasks,
-    })
+    if let Some(e) = failure {
+        return Ok((Err(e), report));
+    }
+    if cancel.is_cancelled() && !external.is_cancelled() {
+        return Ok((
+            Err(WeirError::Internal(
+                "the job was cancelled without a recorded failure".into(),
+            )),
+            report,
+        ));
+    }
+    Ok((Ok(()), report))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What one task thread is given.
+struct TaskSpec {
+    root: NodeId,
+    subtask: usize,
+    senders: HashMap<usize, Vec<Sender>>,
+    inputs: Vec<InputChannel>,
+    mailbox: Mailbox,
+    link: Option<CheckpointLink>,
+    restored: HashMap<NodeId, RestoredState>,
+    uids: Vec<String>,
+}
+
 fn run_task(
     g: &Graph,
     chained: &[bool],
     cfg: &JobConfig,
     metrics: &MetricsRegistry,
     cancel: &CancelToken,
-    root: NodeId,
-    subtask: usize,
-    senders: HashMap<usize, Vec<Sender>>,
-    inputs: Vec<InputChannel>,
+    t: TaskSpec,
 ) -> Result<()> {
-    let mailbox = Mailbox::default();
+    let shared = Rc::new(TaskShared::default());
     let mut b = Builder {
         g,
         chained,
         cfg,
         metrics,
-        subtask,
-        senders,
-        shared: Rc::new(TaskShared::default()),
-        waker: mailbox.waker(),
+        subtask: t.subtask,
+        senders: t.senders,
+        shared: shared.clone(),
+        waker: t.mailbox.waker(),
         cancel: cancel.clone(),
+        uids: t.uids,
+        restored: t.restored,
     };
-    let outputs = b.outputs(root)?;
-    let ctx = b.ctx(root);
-    match &g.nodes[root].kind {
+    let outputs = b.outputs(t.root)?;
+    let ctx = b.ctx(t.root);
+    match &g.nodes[t.root].kind {
         NodeKind::Source(s) => {
-            let mut t = s.build(ctx, outputs, cfg)?;
-            t.run(mailbox, cfg, cancel)
+            let mut task = s.build(ctx, outputs, cfg)?;
+            task.run(t.mailbox, cfg, cancel, t.link, shared)
         }
         NodeKind::Operator(o) => {
             let mut head = o.build_head(ctx, outputs)?;
-            run_input_task(&mut *head, inputs, mailbox, cfg.clock.clone(), cancel)
+            run_input_task(
+                &mut *head,
+                t.inputs,
+                t.mailbox,
+                cfg.clock.clone(),
+                cancel,
+                t.link,
+                shared,
+            )
         }
     }
 }

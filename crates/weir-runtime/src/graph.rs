@@ -62,8 +62,14 @@ pub trait SourceNode: Send + Sync {
 /// A built source task.
 pub trait SourceTask {
     /// Runs it to completion.
-    fn run(&mut self, mailbox: Mailbox, cfg: &JobConfig, cancel: &crate::CancelToken)
-        -> Result<()>;
+    fn run(
+        &mut self,
+        mailbox: Mailbox,
+        cfg: &JobConfig,
+        cancel: &crate::CancelToken,
+        link: Option<crate::task::CheckpointLink>,
+        shared: std::rc::Rc<crate::context::TaskShared>,
+    ) -> Result<()>;
 }
 
 /// Builds an operator for one subtask.
@@ -162,6 +168,24 @@ pub struct Node {
     pub kind: NodeKind,
     /// Whether it may be chained to its input.
     pub chainable: bool,
+    /// Its identity in checkpoints; default `<index>-<name>`.
+    pub uid: Option<String>,
+    /// For two-phase sinks: commits what its subtasks pre-committed.
+    pub committer: Option<Arc<dyn crate::checkpoint::Committer>>,
+}
+
+impl Node {
+    /// A node with default uid and no committer.
+    pub fn new(name: impl Into<String>, parallelism: usize, kind: NodeKind) -> Self {
+        Node {
+            name: name.into(),
+            parallelism,
+            kind,
+            chainable: true,
+            uid: None,
+            committer: None,
+        }
+    }
 }
 
 /// An edge from a node's output (or side output) to an input of another node.
@@ -239,6 +263,8 @@ impl<T: 'static> SourceTask for SourceTaskImpl<T> {
         mailbox: Mailbox,
         cfg: &JobConfig,
         cancel: &crate::CancelToken,
+        link: Option<crate::task::CheckpointLink>,
+        shared: std::rc::Rc<crate::context::TaskShared>,
     ) -> Result<()> {
         crate::task::run_source_task(
             &mut *self.reader,
@@ -246,6 +272,8 @@ impl<T: 'static> SourceTask for SourceTaskImpl<T> {
             mailbox,
             cfg.clock.clone(),
             cancel,
+            link,
+            shared,
         )
     }
 }
@@ -259,7 +287,10 @@ impl<T: Data> SourceNode for TypedSource<T> {
     ) -> Result<Box<dyn SourceTask>> {
         let (main, sides) = outputs.main::<T>();
         ctx.side_outputs = sides;
-        let reader = self.source.create_reader(ctx.subtask, ctx.parallelism)?;
+        let mut reader = self.source.create_reader(ctx.subtask, ctx.parallelism)?;
+        if let Some(r) = &ctx.restored {
+            reader.restore(&r.operator)?;
+        }
         let out = SourceOutput::new(
             main,
             self.strategy.clone(),

@@ -24,11 +24,13 @@
 #![deny(missing_docs)]
 
 pub mod channel;
+pub mod checkpoint;
 pub mod context;
 pub mod executor;
 pub mod graph;
 pub mod operator;
 pub mod output;
+pub mod restart;
 pub mod source;
 pub mod task;
 pub mod two_input;

@@ -1,4 +1,5 @@
 //! Operators as the runtime drives them, and the stage that chains one into a task.
+use crate::checkpoint::{CheckpointBarrier, OperatorSnapshot};
 use crate::context::OperatorContext;
 use crate::output::{Control, Output};
 use std::any::Any;
@@ -54,6 +55,22 @@ pub trait OneInputOperator<In, Out>: 'static {
     fn on_wake(&mut self, _ctx: &mut OperatorContext, _out: &mut dyn Output<Out>) -> Result<()> {
         Ok(())
     }
+    /// A checkpoint barrier reached this operator: return its state (keyed state by key group,
+    /// operator state, pre-committed transactions). Called between records, in the task
+    /// thread; anything slow should be deferred (the returned bytes are written asynchronously).
+    fn snapshot(
+        &mut self,
+        _barrier: &CheckpointBarrier,
+        _ctx: &mut OperatorContext,
+        _out: &mut dyn Output<Out>,
+    ) -> Result<OperatorSnapshot> {
+        Ok(OperatorSnapshot::default())
+    }
+    /// Checkpoint `id` is complete (durable): a two-phase operator may commit what it
+    /// pre-committed for it.
+    fn notify_checkpoint_complete(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<()> {
+        Ok(())
+    }
     /// The task has no input ready: push out anything buffered (sinks).
     fn on_flush(&mut self, _ctx: &mut OperatorContext, _out: &mut dyn Output<Out>) -> Result<()> {
         Ok(())
@@ -105,6 +122,22 @@ pub trait TwoInputOperator<A, B, Out>: 'static {
     /// The earliest processing time this operator wants `on_processing_time` at.
     fn next_deadline(&mut self) -> Option<i64> {
         None
+    }
+    /// A checkpoint barrier reached this operator: return its state (keyed state by key group,
+    /// operator state, pre-committed transactions). Called between records, in the task
+    /// thread; anything slow should be deferred (the returned bytes are written asynchronously).
+    fn snapshot(
+        &mut self,
+        _barrier: &CheckpointBarrier,
+        _ctx: &mut OperatorContext,
+        _out: &mut dyn Output<Out>,
+    ) -> Result<OperatorSnapshot> {
+        Ok(OperatorSnapshot::default())
+    }
+    /// Checkpoint `id` is complete (durable): a two-phase operator may commit what it
+    /// pre-committed for it.
+    fn notify_checkpoint_complete(&mut self, _id: u64, _ctx: &mut OperatorContext) -> Result<()> {
+        Ok(())
     }
     /// No more input on either side.
     fn end_input(&mut self, _ctx: &mut OperatorContext, _out: &mut dyn Output<Out>) -> Result<()> {
@@ -192,6 +225,12 @@ macro_rules! guarded {
 }
 
 impl<In, Out, Op: OneInputOperator<In, Out>> Output<In> for Stage<Op, In, Out> {
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        let snap = guarded!(self, |op, ctx, out| op.snapshot(b, ctx, out))?;
+        self.ctx.add_snapshot(snap);
+        self.ctx.side_outputs.barrier(b)?;
+        self.out.barrier(b)
+    }
     #[inline]
     fn collect(&mut self, rec: Record<In>) -> Result<()> {
         self.ctx.records_in.inc();
@@ -221,6 +260,9 @@ impl<In, Out, Op: OneInputOperator<In, Out>> Output<In> for Stage<Op, In, Out> {
             Control::Wake => guarded!(self, |op, ctx, out| op.on_wake(ctx, out))?,
             Control::NextDeadline(_) => c.offer_deadline(self.op.next_deadline()),
             Control::Flush => guarded!(self, |op, ctx, out| op.on_flush(ctx, out))?,
+            Control::CheckpointComplete(id) => {
+                guarded!(self, |op, ctx, _out| op.notify_checkpoint_complete(id, ctx))?
+            }
         }
         self.ctx.side_outputs.control(c)?;
         self.out.control(c)

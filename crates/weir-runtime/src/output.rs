@@ -1,4 +1,5 @@
 //! The push interface between chained operators.
+use crate::checkpoint::CheckpointBarrier;
 use std::any::Any;
 use weir_types::{Record, Result, Watermark, WatermarkStatus};
 
@@ -13,6 +14,8 @@ pub enum Control {
     Wake,
     /// Asks for the earliest processing-time deadline; each stage lowers the value.
     NextDeadline(Option<i64>),
+    /// Checkpoint `n` is complete (two-phase operators may commit).
+    CheckpointComplete(u64),
 }
 
 impl Control {
@@ -37,6 +40,8 @@ pub trait Output<T> {
     fn end_input(&mut self) -> Result<()>;
     /// Task control (timers, flush, wake-ups).
     fn control(&mut self, c: &mut Control) -> Result<()>;
+    /// A checkpoint barrier: snapshot, then pass it on.
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()>;
 }
 
 /// Sends every element to several outputs (a stream consumed more than once).
@@ -71,6 +76,9 @@ impl<T: Clone> Output<T> for Fanout<T> {
     fn control(&mut self, c: &mut Control) -> Result<()> {
         self.outs.iter_mut().try_for_each(|o| o.control(c))
     }
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        self.outs.iter_mut().try_for_each(|o| o.barrier(b))
+    }
 }
 
 /// Drops everything: the output of a stream nobody consumes.
@@ -90,6 +98,9 @@ impl<T> Output<T> for Discard {
         Ok(())
     }
     fn control(&mut self, _: &mut Control) -> Result<()> {
+        Ok(())
+    }
+    fn barrier(&mut self, _: &CheckpointBarrier) -> Result<()> {
         Ok(())
     }
 }

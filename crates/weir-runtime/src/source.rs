@@ -1,4 +1,5 @@
 //! Sources: split into readers per subtask, with watermarks generated per split.
+use crate::checkpoint::CheckpointBarrier;
 use crate::context::{BadRecordPolicy, OperatorContext, PositionKind};
 use crate::output::{Control, Output};
 use crate::watermark::{Generator, Valve, WatermarkEmit, WatermarkStrategy};
@@ -36,6 +37,20 @@ pub trait SourceReader<T> {
     /// Emits some records (a batch: a few hundred to a few thousand) into `out`. Must not block
     /// for long: return [`Poll::Pending`] when nothing is available.
     fn poll(&mut self, out: &mut SourceOutput<T>) -> Result<Poll>;
+    /// The positions to resume from, as entries (one per split, typically). On restore every
+    /// subtask receives the entries of all subtasks and keeps those of its own splits, so the
+    /// parallelism may change.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        Ok(Vec::new())
+    }
+    /// Resumes from snapshot entries (called once, before the first `poll`).
+    fn restore(&mut self, _entries: &[Vec<u8>]) -> Result<()> {
+        Ok(())
+    }
+    /// A checkpoint completed (e.g. commit offsets to a broker for monitoring).
+    fn notify_checkpoint_complete(&mut self, _id: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 struct Split {
@@ -222,6 +237,11 @@ impl<T: 'static> SourceOutput<T> {
         self.ctx.side_outputs.watermark(Watermark::MAX)?;
         self.ctx.side_outputs.end_input()?;
         self.chain.end_input()
+    }
+
+    pub(crate) fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        self.ctx.side_outputs.barrier(b)?;
+        self.chain.barrier(b)
     }
 
     pub(crate) fn control(&mut self, c: &mut Control) -> Result<()> {

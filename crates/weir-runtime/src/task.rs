@@ -1,16 +1,22 @@
 //! The loops that run a task: reading channels (or polling a source), pushing into the chain,
-//! flushing, firing processing-time timers, and stopping on end of input or cancellation.
+//! flushing, firing processing-time timers, taking part in checkpoints, and stopping on end of
+//! input or cancellation.
 use crate::channel::{Message, Receiver};
-use crate::context::{CancelToken, OperatorContext};
+use crate::checkpoint::{
+    CheckpointBarrier, CheckpointMode, OperatorSnapshot, SubtaskId, FINAL_SNAPSHOT,
+};
+use crate::context::{CancelToken, OperatorContext, TaskShared};
 use crate::operator::{guard, panic_message};
 use crate::output::{Control, Output};
 use crate::source::{Poll, SourceOutput, SourceReader};
 use crate::watermark::Valve;
 use crossbeam_channel as cb;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use weir_types::codec::Buffer;
+use weir_types::metrics::Counter;
 use weir_types::{Clock, Data, Result, Watermark, WatermarkStatus, WeirError};
 
 /// The longest a task blocks before it checks for cancellation (ms).
@@ -30,18 +36,34 @@ impl TaskWaker {
     }
 }
 
-/// A task's mailbox: where wake-ups arrive.
+/// Control messages from the checkpoint coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mail {
+    /// (Sources) take checkpoint `n`: snapshot and emit its barrier.
+    Trigger(CheckpointBarrier),
+    /// Checkpoint `n` is complete.
+    Complete(u64),
+    /// Checkpoint `n` was abandoned: stop aligning for it.
+    Abort(u64),
+}
+
+/// A task's mailbox: wake-ups (coalesced) and coordinator mail.
 pub struct Mailbox {
     rx: cb::Receiver<()>,
     waker: TaskWaker,
+    ctl_rx: cb::Receiver<Mail>,
+    ctl_tx: cb::Sender<Mail>,
 }
 
 impl Default for Mailbox {
     fn default() -> Self {
         let (tx, rx) = cb::bounded(1);
+        let (ctl_tx, ctl_rx) = cb::unbounded();
         Mailbox {
             rx,
             waker: TaskWaker { tx },
+            ctl_rx,
+            ctl_tx,
         }
     }
 }
@@ -50,6 +72,74 @@ impl Mailbox {
     /// A waker for this mailbox.
     pub fn waker(&self) -> TaskWaker {
         self.waker.clone()
+    }
+    /// Where the coordinator sends mail.
+    pub fn control_sender(&self) -> cb::Sender<Mail> {
+        self.ctl_tx.clone()
+    }
+}
+
+/// Identifies a task subtask: its chain's first node and the subtask index.
+pub type TaskKey = (usize, usize);
+
+/// What tasks tell the checkpoint coordinator.
+#[derive(Debug)]
+pub enum TaskEvent {
+    /// The task took checkpoint `id`: its operators' snapshots.
+    Ack {
+        /// Checkpoint id.
+        id: u64,
+        /// Which task.
+        task: TaskKey,
+        /// Snapshots of its operators.
+        snapshots: Vec<(SubtaskId, OperatorSnapshot)>,
+    },
+    /// The task finished: its final snapshots stand for it in later checkpoints.
+    Finished {
+        /// Which task.
+        task: TaskKey,
+        /// Final snapshots of its operators.
+        snapshots: Vec<(SubtaskId, OperatorSnapshot)>,
+    },
+}
+
+/// How a task reaches the checkpoint coordinator.
+#[derive(Clone)]
+pub struct CheckpointLink {
+    /// The coordinator's inbox.
+    pub events: cb::Sender<TaskEvent>,
+    /// This task.
+    pub task: TaskKey,
+    /// Aligned or not.
+    pub mode: CheckpointMode,
+    /// Time spent with channels blocked for alignment (ms).
+    pub alignment_ms: Counter,
+}
+
+impl CheckpointLink {
+    fn ack(&self, id: u64, shared: &TaskShared) {
+        let snapshots = std::mem::take(&mut *shared.snapshots.borrow_mut());
+        let ev = if id == FINAL_SNAPSHOT {
+            TaskEvent::Finished {
+                task: self.task,
+                snapshots,
+            }
+        } else {
+            TaskEvent::Ack {
+                id,
+                task: self.task,
+                snapshots,
+            }
+        };
+        // The coordinator may be gone (job ending): nothing to do then.
+        let _ = self.events.send(ev);
+    }
+}
+
+fn final_barrier() -> CheckpointBarrier {
+    CheckpointBarrier {
+        id: FINAL_SNAPSHOT,
+        ts_ms: 0,
     }
 }
 
@@ -65,6 +155,8 @@ pub trait InputHead {
     fn end_input(&mut self) -> Result<()>;
     /// Task control.
     fn control(&mut self, c: &mut Control) -> Result<()>;
+    /// Barriers of every input have arrived: snapshot the chain and pass the barrier on.
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()>;
 }
 
 /// The head of a one-input chain.
@@ -98,6 +190,9 @@ impl<In: Data> InputHead for OneInputHead<In> {
     fn control(&mut self, c: &mut Control) -> Result<()> {
         self.stage.control(c)
     }
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        self.stage.barrier(b)
+    }
 }
 
 /// One input channel of a task, and which operator input it feeds.
@@ -122,112 +217,247 @@ fn wait_ms(clock: &dyn Clock, deadline: Option<i64>) -> u64 {
     deadline.map_or(POLL_CANCEL_MS, |d| (d - now).clamp(0, POLL_CANCEL_MS)) as u64
 }
 
+/// What a `select` picked.
+enum Picked {
+    Channel(usize),
+    Wake,
+    Mail,
+}
+
+/// Barrier alignment of one checkpoint.
+struct Alignment {
+    barrier: CheckpointBarrier,
+    got: Vec<bool>,
+    started: Instant,
+}
+
 /// Runs a task that reads channels until every input ends, the job is cancelled, or it fails.
+#[allow(clippy::too_many_arguments)]
 pub fn run_input_task(
     head: &mut dyn InputHead,
     inputs: Vec<InputChannel>,
     mailbox: Mailbox,
     clock: Arc<dyn Clock>,
     cancel: &CancelToken,
+    link: Option<CheckpointLink>,
+    shared: Rc<TaskShared>,
 ) -> Result<()> {
-    let mut valve = Valve::new(inputs.len());
-    let mut open: Vec<bool> = vec![true; inputs.len()];
-    let mut sel = cb::Select::new();
-    for ch in &inputs {
-        sel.recv(&ch.rx.rx);
-    }
-    let mailbox_index = sel.recv(&mailbox.rx);
-    let mut open_count = inputs.len();
+    let n = inputs.len();
+    let mut valve = Valve::new(n);
+    let mut open: Vec<bool> = vec![true; n];
+    let mut blocked: Vec<bool> = vec![false; n];
+    let mut open_count = n;
+    let mut aligning: Option<Alignment> = None;
+    let exactly_once = link
+        .as_ref()
+        .is_some_and(|l| l.mode == CheckpointMode::ExactlyOnce);
     if open_count == 0 {
         head.on_watermark(Watermark::MAX)?;
-        return head.end_input();
+        head.end_input()?;
+        return finish(head, &link, &shared);
     }
     loop {
-        if cancel.is_cancelled() {
-            return Err(WeirError::Cancelled);
+        // The channels read now: open, and not blocked by an alignment in progress.
+        let mut sel = cb::Select::new();
+        let mut map = Vec::with_capacity(n + 2);
+        for (i, ch) in inputs.iter().enumerate() {
+            if open[i] && !blocked[i] {
+                sel.recv(&ch.rx.rx);
+                map.push(Picked::Channel(i));
+            }
         }
-        let oper = match sel.try_select() {
-            Ok(op) => op,
-            Err(_) => {
-                // Nothing ready: send partial buffers downstream, then wait.
-                head.control(&mut Control::Flush)?;
-                let deadline = deadline_of(head)?;
-                match sel.select_timeout(Duration::from_millis(wait_ms(&*clock, deadline))) {
-                    Ok(op) => op,
-                    Err(_) => {
-                        let now = clock.now_ms();
-                        if deadline.is_some_and(|d| d <= now) {
-                            head.control(&mut Control::Tick(now))?;
+        sel.recv(&mailbox.rx);
+        map.push(Picked::Wake);
+        sel.recv(&mailbox.ctl_rx);
+        map.push(Picked::Mail);
+        // Read until the set of readable channels changes.
+        loop {
+            if cancel.is_cancelled() {
+                return Err(WeirError::Cancelled);
+            }
+            let oper = match sel.try_select() {
+                Ok(op) => op,
+                Err(_) => {
+                    // Nothing ready: send partial buffers downstream, then wait.
+                    head.control(&mut Control::Flush)?;
+                    let deadline = deadline_of(head)?;
+                    match sel.select_timeout(Duration::from_millis(wait_ms(&*clock, deadline))) {
+                        Ok(op) => op,
+                        Err(_) => {
+                            let now = clock.now_ms();
+                            if deadline.is_some_and(|d| d <= now) {
+                                head.control(&mut Control::Tick(now))?;
+                            }
+                            continue;
                         }
+                    }
+                }
+            };
+            let i = match map[oper.index()] {
+                Picked::Wake => {
+                    let _ = oper.recv(&mailbox.rx);
+                    head.control(&mut Control::Wake)?;
+                    continue;
+                }
+                Picked::Mail => {
+                    let Ok(mail) = oper.recv(&mailbox.ctl_rx) else {
                         continue;
+                    };
+                    match mail {
+                        Mail::Complete(id) => head.control(&mut Control::CheckpointComplete(id))?,
+                        Mail::Abort(id) => {
+                            if aligning.as_ref().is_some_and(|a| a.barrier.id == id) {
+                                aligning = None;
+                                if blocked.iter().any(|b| *b) {
+                                    blocked.iter_mut().for_each(|b| *b = false);
+                                    break;
+                                }
+                            }
+                        }
+                        Mail::Trigger(_) => {} // only sources are triggered
+                    }
+                    continue;
+                }
+                Picked::Channel(i) => i,
+            };
+            let ch = &inputs[i];
+            let msg = match oper.recv(&ch.rx.rx) {
+                Ok(m) => m,
+                Err(_) => {
+                    return Err(if cancel.is_cancelled() {
+                        WeirError::Cancelled
+                    } else {
+                        WeirError::Internal(
+                            "an upstream task vanished without ending its channel".into(),
+                        )
+                    })
+                }
+            };
+            ch.rx.taken(&msg);
+            let mut reselect = false;
+            match msg {
+                Message::Data(buf) => head.on_data(ch.input, buf)?,
+                Message::Watermark(wm) => {
+                    if let Some(w) = valve.watermark(i, wm.0) {
+                        head.on_watermark(w)?;
                     }
                 }
-            }
-        };
-        let i = oper.index();
-        if i == mailbox_index {
-            let _ = oper.recv(&mailbox.rx);
-            head.control(&mut Control::Wake)?;
-            continue;
-        }
-        let ch = &inputs[i];
-        let msg = match oper.recv(&ch.rx.rx) {
-            Ok(m) => m,
-            Err(_) => {
-                return Err(if cancel.is_cancelled() {
-                    WeirError::Cancelled
-                } else {
-                    WeirError::Internal(
-                        "an upstream task vanished without ending its channel".into(),
-                    )
-                })
-            }
-        };
-        ch.rx.taken(&msg);
-        match msg {
-            Message::Data(buf) => head.on_data(ch.input, buf)?,
-            Message::Watermark(wm) => {
-                if let Some(w) = valve.watermark(i, wm.0) {
-                    head.on_watermark(w)?;
-                }
-            }
-            Message::Status(s) => {
-                let (st, wm) = valve.status(i, s);
-                if let Some(w) = wm {
-                    head.on_watermark(w)?;
-                }
-                if let Some(st) = st {
-                    head.on_status(st)?;
-                }
-            }
-            Message::End => {
-                open[i] = false;
-                open_count -= 1;
-                sel.remove(i);
-                if let Some(w) = valve.end(i) {
-                    head.on_watermark(w)?;
-                }
-                if open_count == 0 {
-                    // Bounded upstreams sent the final watermark before ending, but the valve
-                    // ignores the watermarks of idle inputs: if every input was idle or ended
-                    // when the last final watermark came, it has not passed yet.
-                    if valve.current() < Watermark::MAX.0 {
-                        head.on_watermark(Watermark::MAX)?;
+                Message::Status(s) => {
+                    let (st, wm) = valve.status(i, s);
+                    if let Some(w) = wm {
+                        head.on_watermark(w)?;
                     }
-                    head.end_input()?;
-                    return head.control(&mut Control::Flush);
+                    if let Some(st) = st {
+                        head.on_status(st)?;
+                    }
+                }
+                Message::Barrier(b) => {
+                    match &aligning {
+                        Some(a) if a.barrier.id > b.id => {} // a stale barrier of an abandoned checkpoint
+                        Some(a) if a.barrier.id == b.id => {}
+                        _ => {
+                            // A new checkpoint (a newer one abandons the older alignment).
+                            if blocked.iter().any(|x| *x) {
+                                blocked.iter_mut().for_each(|x| *x = false);
+                                reselect = true;
+                            }
+                            aligning = Some(Alignment {
+                                barrier: b,
+                                got: vec![false; n],
+                                started: Instant::now(),
+                            });
+                        }
+                    }
+                    if let Some(a) = aligning.as_mut().filter(|a| a.barrier.id == b.id) {
+                        a.got[i] = true;
+                        if exactly_once {
+                            blocked[i] = true;
+                            reselect = true;
+                        }
+                    }
+                    reselect |= complete_alignment(
+                        head,
+                        &mut aligning,
+                        &open,
+                        &mut blocked,
+                        &link,
+                        &shared,
+                    )?;
+                }
+                Message::End => {
+                    open[i] = false;
+                    open_count -= 1;
+                    reselect = true;
+                    if let Some(w) = valve.end(i) {
+                        head.on_watermark(w)?;
+                    }
+                    if open_count == 0 {
+                        // Bounded upstreams sent the final watermark before ending, but the valve
+                        // ignores the watermarks of idle inputs: if every input was idle or ended
+                        // when the last final watermark came, it has not passed yet.
+                        if valve.current() < Watermark::MAX.0 {
+                            head.on_watermark(Watermark::MAX)?;
+                        }
+                        head.end_input()?;
+                        return finish(head, &link, &shared);
+                    }
+                    complete_alignment(head, &mut aligning, &open, &mut blocked, &link, &shared)?;
                 }
             }
-        }
-        // Processing-time timers fire even while input keeps coming.
-        let deadline = deadline_of(head)?;
-        if let Some(d) = deadline {
-            let now = clock.now_ms();
-            if d <= now {
-                head.control(&mut Control::Tick(now))?;
+            // Processing-time timers fire even while input keeps coming.
+            let deadline = deadline_of(head)?;
+            if let Some(d) = deadline {
+                let now = clock.now_ms();
+                if d <= now {
+                    head.control(&mut Control::Tick(now))?;
+                }
+            }
+            if reselect {
+                break;
             }
         }
     }
+}
+
+/// If every open channel delivered the barrier being aligned: snapshot, pass it on, unblock.
+/// Returns whether channels were unblocked.
+fn complete_alignment(
+    head: &mut dyn InputHead,
+    aligning: &mut Option<Alignment>,
+    open: &[bool],
+    blocked: &mut [bool],
+    link: &Option<CheckpointLink>,
+    shared: &TaskShared,
+) -> Result<bool> {
+    let done = aligning
+        .as_ref()
+        .is_some_and(|a| a.got.iter().zip(open).all(|(g, o)| *g || !*o));
+    if !done {
+        return Ok(false);
+    }
+    let a = aligning.take().unwrap();
+    head.barrier(&a.barrier)?;
+    if let Some(l) = link {
+        l.alignment_ms.add(a.started.elapsed().as_millis() as u64);
+        l.ack(a.barrier.id, shared);
+    }
+    let was_blocked = blocked.iter().any(|b| *b);
+    blocked.iter_mut().for_each(|b| *b = false);
+    Ok(was_blocked)
+}
+
+/// End of a task: flush, and hand the final snapshot to the coordinator.
+fn finish(
+    head: &mut dyn InputHead,
+    link: &Option<CheckpointLink>,
+    shared: &TaskShared,
+) -> Result<()> {
+    head.control(&mut Control::Flush)?;
+    if let Some(l) = link {
+        head.barrier(&final_barrier())?;
+        l.ack(FINAL_SNAPSHOT, shared);
+    }
+    Ok(())
 }
 
 /// Runs a source task: polls the reader until it finishes or the job is cancelled.
@@ -237,27 +467,72 @@ pub fn run_source_task<T: 'static>(
     mailbox: Mailbox,
     clock: Arc<dyn Clock>,
     cancel: &CancelToken,
+    link: Option<CheckpointLink>,
+    shared: Rc<TaskShared>,
 ) -> Result<()> {
     let mut next_deadline: Option<i64> = None;
     let mut polls: u32 = 0;
+    let guarded_reader =
+        |reader: &mut dyn SourceReader<T>,
+         out: &mut SourceOutput<T>,
+         f: &mut dyn FnMut(&mut dyn SourceReader<T>, &mut SourceOutput<T>) -> Result<()>| {
+            let name = out.ctx.name.clone();
+            let label = out.ctx.subtask_label();
+            match catch_unwind(AssertUnwindSafe(|| f(reader, out))) {
+                Ok(r) => r,
+                Err(p) => Err(WeirError::Panic {
+                    operator: name,
+                    subtask: label,
+                    message: panic_message(&*p),
+                }),
+            }
+        };
+    let mut checkpoint = |reader: &mut dyn SourceReader<T>,
+                          out: &mut SourceOutput<T>,
+                          b: CheckpointBarrier|
+     -> Result<()> {
+        let entries = guarded_reader(reader, out, &mut |r, o| {
+            let e = r.snapshot()?;
+            o.ctx.add_snapshot(OperatorSnapshot {
+                operator: e,
+                ..Default::default()
+            });
+            Ok(())
+        });
+        entries?;
+        out.barrier(&b)?;
+        if let Some(l) = &link {
+            l.ack(b.id, &shared);
+        }
+        Ok(())
+    };
+    let on_mail = |reader: &mut dyn SourceReader<T>,
+                   out: &mut SourceOutput<T>,
+                   mail: Mail,
+                   checkpoint: &mut dyn FnMut(
+        &mut dyn SourceReader<T>,
+        &mut SourceOutput<T>,
+        CheckpointBarrier,
+    ) -> Result<()>|
+     -> Result<()> {
+        match mail {
+            Mail::Trigger(b) => checkpoint(reader, out, b),
+            Mail::Complete(id) => {
+                reader.notify_checkpoint_complete(id)?;
+                out.control(&mut Control::CheckpointComplete(id))
+            }
+            Mail::Abort(_) => Ok(()),
+        }
+    };
     loop {
         if cancel.is_cancelled() {
             return Err(WeirError::Cancelled);
         }
-        let status = {
-            let name = out.ctx.name.clone();
-            let label = out.ctx.subtask_label();
-            match catch_unwind(AssertUnwindSafe(|| reader.poll(out))) {
-                Ok(r) => r?,
-                Err(p) => {
-                    return Err(WeirError::Panic {
-                        operator: name,
-                        subtask: label,
-                        message: panic_message(&*p),
-                    })
-                }
-            }
-        };
+        let mut status = Poll::Ready;
+        guarded_reader(reader, out, &mut |r, o| {
+            status = r.poll(o)?;
+            Ok(())
+        })?;
         polls = polls.wrapping_add(1);
         let now = clock.now_ms();
         out.on_time(now)?;
@@ -276,18 +551,27 @@ pub fn run_source_task<T: 'static>(
         if mailbox.rx.try_recv().is_ok() {
             out.control(&mut Control::Wake)?;
         }
+        while let Ok(mail) = mailbox.ctl_rx.try_recv() {
+            on_mail(reader, out, mail, &mut checkpoint)?;
+        }
         match status {
             Poll::Ready => {}
             Poll::Pending(ms) => {
                 out.control(&mut Control::Flush)?;
                 let wait = wait_ms(&*clock, next_deadline).min(ms.max(1));
-                if mailbox.rx.recv_timeout(Duration::from_millis(wait)).is_ok() {
-                    out.control(&mut Control::Wake)?;
+                cb::select! {
+                    recv(mailbox.rx) -> m => if m.is_ok() { out.control(&mut Control::Wake)?; },
+                    recv(mailbox.ctl_rx) -> m => if let Ok(mail) = m { on_mail(reader, out, mail, &mut checkpoint)?; },
+                    default(Duration::from_millis(wait)) => {},
                 }
             }
             Poll::Finished => {
                 out.finish()?;
-                return out.control(&mut Control::Flush);
+                out.control(&mut Control::Flush)?;
+                if link.is_some() {
+                    checkpoint(reader, out, final_barrier())?;
+                }
+                return Ok(());
             }
         }
     }

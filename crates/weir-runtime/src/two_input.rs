@@ -1,4 +1,5 @@
 //! Nodes and task heads for operators with two inputs.
+use crate::checkpoint::CheckpointBarrier;
 use crate::context::OperatorContext;
 use crate::graph::{OperatorNode, Outputs};
 use crate::operator::{panic_message, TwoInputOperator};
@@ -52,6 +53,22 @@ impl<Op, A, B, Out> TwoInputHead<Op, A, B, Out> {
 impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
     for TwoInputHead<Op, A, B, Out>
 {
+    fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        let TwoInputHead { op, ctx, out, .. } = self;
+        let snap = match catch_unwind(AssertUnwindSafe(|| op.snapshot(b, ctx, &mut **out))) {
+            Ok(r) => r?,
+            Err(p) => {
+                return Err(WeirError::Panic {
+                    operator: ctx.name.clone(),
+                    subtask: ctx.subtask_label(),
+                    message: panic_message(&*p),
+                })
+            }
+        };
+        self.ctx.add_snapshot(snap);
+        self.ctx.side_outputs.barrier(b)?;
+        self.out.barrier(b)
+    }
     fn on_data(&mut self, input: usize, buf: Buffer) -> Result<()> {
         if input == 0 {
             for rec in buf.decode::<A>() {
@@ -88,6 +105,9 @@ impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
                 self.guarded(|op, ctx, out| op.on_processing_time(now, ctx, out))?;
             }
             Control::NextDeadline(_) => c.offer_deadline(self.op.next_deadline()),
+            Control::CheckpointComplete(id) => {
+                self.guarded(|op, ctx, _| op.notify_checkpoint_complete(id, ctx))?
+            }
             _ => {}
         }
         self.ctx.side_outputs.control(c)?;

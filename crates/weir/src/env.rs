@@ -5,9 +5,13 @@ use clap::Parser;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+use weir_runtime::checkpoint::storage::{CheckpointStorage, LocalStorage};
+use weir_runtime::checkpoint::{CheckpointConfig, CheckpointMode};
 use weir_runtime::graph::{
     Graph, Node, NodeId, NodeKind, OperatorNode, TypedSource, DEAD_LETTER_TAG,
 };
+use weir_runtime::restart::{RestartStrategy, RestoreFrom};
 use weir_runtime::{BadRecordPolicy, CancelToken, JobConfig, JobResult, Source};
 use weir_state::MemoryBackend;
 use weir_types::metrics::MetricsRegistry;
@@ -126,8 +130,52 @@ impl StreamEnv {
             if let Some(w) = &o.watermark_interval {
                 i.cfg.auto_watermark_interval_ms = parse_duration_ms(w)?;
             }
-            if let Some(c) = &o.checkpoint_interval {
-                parse_duration_ms(c)?;
+            let interval_ms = o
+                .checkpoint_interval
+                .as_deref()
+                .map(parse_duration_ms)
+                .transpose()?;
+            match (&o.checkpoint_dir, interval_ms) {
+                (Some(dir), interval) => {
+                    let storage = Arc::new(LocalStorage::new(dir)?);
+                    let mut c = default_checkpoints(storage, interval.unwrap_or(10_000));
+                    if let Some(m) = &o.checkpoint_mode {
+                        c.mode = match m.as_str() {
+                            "exactly-once" => CheckpointMode::ExactlyOnce,
+                            "at-least-once" => CheckpointMode::AtLeastOnce,
+                            other => return Err(WeirError::Config(format!("--checkpoint-mode takes exactly-once or at-least-once, not '{other}'"))),
+                        };
+                    }
+                    if let Some(n) = o.checkpoints_retained {
+                        c.retained = n.max(1);
+                    }
+                    if let Some(t) = &o.checkpoint_timeout {
+                        c.timeout = Duration::from_millis(parse_duration_ms(t)? as u64);
+                    }
+                    i.cfg.checkpoints = Some(c);
+                }
+                (None, Some(_)) => {
+                    return Err(WeirError::Config(
+                        "--checkpoint-interval needs --checkpoint-dir".into(),
+                    ))
+                }
+                (None, None) => {}
+            }
+            if let Some(r) = &o.restore {
+                i.cfg.restore = Some(if r == "latest" {
+                    RestoreFrom::Latest
+                } else {
+                    restore_dir(r, o.checkpoint_dir.as_deref())?
+                });
+            }
+            if let Some(r) = &o.restart_strategy {
+                i.cfg.restart = parse_restart(r)?;
+            } else if i.cfg.checkpoints.is_some() {
+                // As Flink: with checkpointing, restart (from the latest checkpoint) on failure.
+                i.cfg.restart = RestartStrategy::FixedDelay {
+                    attempts: u32::MAX,
+                    delay: Duration::from_secs(1),
+                };
             }
             match o.state_backend.as_deref() {
                 None | Some("memory") => i.cfg.state_backend = Arc::new(MemoryBackend),
@@ -176,6 +224,52 @@ impl StreamEnv {
         }
         self
     }
+    /// Takes a checkpoint every `interval` into `dir` (exactly-once, 3 retained, 10 min timeout),
+    /// and restarts from the latest one on failure (fixed delay of 1 s) unless another restart
+    /// strategy is set.
+    pub fn with_checkpointing(
+        self,
+        dir: impl AsRef<std::path::Path>,
+        interval: Duration,
+    ) -> Result<Self> {
+        let storage = Arc::new(LocalStorage::new(dir)?);
+        self.with_checkpoint_storage(storage, interval)
+    }
+    /// Checkpoints into any storage (e.g. an object store).
+    pub fn with_checkpoint_storage(
+        self,
+        storage: Arc<dyn CheckpointStorage>,
+        interval: Duration,
+    ) -> Result<Self> {
+        {
+            let mut i = self.inner.borrow_mut();
+            i.cfg.checkpoints = Some(default_checkpoints(storage, interval.as_millis() as i64));
+            if i.cfg.restart == RestartStrategy::None {
+                i.cfg.restart = RestartStrategy::FixedDelay {
+                    attempts: u32::MAX,
+                    delay: Duration::from_secs(1),
+                };
+            }
+        }
+        Ok(self)
+    }
+    /// Changes checkpoint settings (after `with_checkpointing`).
+    pub fn configure_checkpoints(self, f: impl FnOnce(&mut CheckpointConfig)) -> Self {
+        if let Some(c) = self.inner.borrow_mut().cfg.checkpoints.as_mut() {
+            f(c);
+        }
+        self
+    }
+    /// What to do when a task fails.
+    pub fn with_restart_strategy(self, r: RestartStrategy) -> Self {
+        self.inner.borrow_mut().cfg.restart = r;
+        self
+    }
+    /// Starts from a checkpoint: the latest complete one, or a given directory.
+    pub fn with_restore(self, from: RestoreFrom) -> Self {
+        self.inner.borrow_mut().cfg.restore = Some(from);
+        self
+    }
     /// Sets the periodic watermark interval.
     pub fn with_watermark_interval_ms(self, ms: i64) -> Self {
         self.inner.borrow_mut().cfg.auto_watermark_interval_ms = ms.max(1);
@@ -197,12 +291,7 @@ impl StreamEnv {
     pub(crate) fn add_operator_node(&self, name: &str, op: Arc<dyn OperatorNode>) -> NodeId {
         let mut i = self.inner.borrow_mut();
         let p = i.parallelism;
-        i.graph.add_node(Node {
-            name: name.to_string(),
-            parallelism: p,
-            kind: NodeKind::Operator(op),
-            chainable: true,
-        })
+        i.graph.add_node(Node::new(name, p, NodeKind::Operator(op)))
     }
 
     /// Adds a source. Its parallelism is the default, capped by what the source supports.
@@ -228,12 +317,7 @@ impl StreamEnv {
                 strategy: None,
                 policy: BadRecordPolicy::Fail,
             }));
-            i.graph.add_node(Node {
-                name: name.to_string(),
-                parallelism: p,
-                kind,
-                chainable: true,
-            })
+            i.graph.add_node(Node::new(name, p, kind))
         };
         DataStream::from_node(self.clone(), node)
     }
@@ -344,4 +428,63 @@ impl JobHandle {
                 )))
             })
     }
+}
+
+fn default_checkpoints(storage: Arc<dyn CheckpointStorage>, interval_ms: i64) -> CheckpointConfig {
+    CheckpointConfig {
+        interval: Duration::from_millis(interval_ms.max(1) as u64),
+        timeout: Duration::from_secs(600),
+        min_pause: Duration::ZERO,
+        mode: CheckpointMode::ExactlyOnce,
+        retained: 3,
+        storage,
+    }
+}
+
+/// `--restore PATH`: a checkpoint directory inside the checkpoint dir (its name, or a path
+/// under it).
+fn restore_dir(r: &str, checkpoint_dir: Option<&std::path::Path>) -> Result<RestoreFrom> {
+    let p = std::path::Path::new(r);
+    let Some(root) = checkpoint_dir else {
+        return Err(WeirError::Config(
+            "--restore needs --checkpoint-dir (the directory that holds the checkpoint)".into(),
+        ));
+    };
+    let rel = p.strip_prefix(root).unwrap_or(p);
+    let name = rel.to_string_lossy().trim_matches('/').to_string();
+    if name.is_empty() || name.contains('/') {
+        return Err(WeirError::Config(format!(
+            "--restore {r}: expected 'latest' or a chk-N directory of {}",
+            root.display()
+        )));
+    }
+    Ok(RestoreFrom::Dir(name))
+}
+
+/// `none`, `fixed-delay:ATTEMPTS:DELAY`, `exponential:INITIAL:MAX`, `failure-rate:N:INTERVAL:DELAY`.
+pub fn parse_restart(s: &str) -> Result<RestartStrategy> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let d = |x: &str| parse_duration_ms(x).map(|ms| Duration::from_millis(ms as u64));
+    let bad = || {
+        WeirError::Config(format!("--restart-strategy '{s}': expected none, fixed-delay:ATTEMPTS:DELAY, exponential:INITIAL:MAX or failure-rate:N:INTERVAL:DELAY"))
+    };
+    Ok(match parts.as_slice() {
+        ["none"] => RestartStrategy::None,
+        ["fixed-delay", n, delay] => RestartStrategy::FixedDelay {
+            attempts: n.parse().map_err(|_| bad())?,
+            delay: d(delay)?,
+        },
+        ["exponential", initial, max] => RestartStrategy::ExponentialBackoff {
+            initial: d(initial)?,
+            max: d(max)?,
+            multiplier: 2.0,
+            reset_after: Duration::from_secs(3600),
+        },
+        ["failure-rate", n, interval, delay] => RestartStrategy::FailureRate {
+            max_failures: n.parse().map_err(|_| bad())?,
+            interval: d(interval)?,
+            delay: d(delay)?,
+        },
+        _ => return Err(bad()),
+    })
 }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
+use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
 use weir_runtime::two_input::TwoInputNode;
 use weir_runtime::{OperatorContext, Output, TwoInputOperator};
 use weir_state::{KeyedStateStore, MapState, TimerService};
@@ -300,6 +301,13 @@ impl<K: Key, A: Data, B: Data, R> IntervalJoinOp<K, A, B, F2<A, B, R>> {
         let cfg = |e: weir_state::StateError| WeirError::Config(e.to_string());
         let left = MapState::register(&mut store, "left-buffer").map_err(cfg)?;
         let right = MapState::register(&mut store, "right-buffer").map_err(cfg)?;
+        let mut timers = TimerService::default();
+        if let Some(r) = &ctx.restored {
+            store.restore_blocks(&r.keyed).map_err(cfg)?;
+            timers
+                .restore(&store.take_restored_timers())
+                .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
+        }
         Ok(IntervalJoinOp {
             ka,
             kb,
@@ -307,7 +315,7 @@ impl<K: Key, A: Data, B: Data, R> IntervalJoinOp<K, A, B, F2<A, B, R>> {
             upper,
             f,
             store,
-            timers: TimerService::default(),
+            timers,
             left,
             right,
             late_left,
@@ -330,6 +338,20 @@ impl<K: Key, A: Data, B: Data, R> IntervalJoinOp<K, A, B, F2<A, B, R>> {
 impl<K: Key, A: Data, B: Data, R: Data> TwoInputOperator<A, B, R>
     for IntervalJoinOp<K, A, B, F2<A, B, R>>
 {
+    fn snapshot(
+        &mut self,
+        _: &CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _: &mut dyn Output<R>,
+    ) -> Result<OperatorSnapshot> {
+        Ok(OperatorSnapshot {
+            keyed: self
+                .store
+                .snapshot_blocks(ctx.max_parallelism, self.timers.snapshot()),
+            ..Default::default()
+        })
+    }
+
     fn process1(
         &mut self,
         rec: Record<A>,

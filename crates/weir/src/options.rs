@@ -36,6 +36,19 @@ pub struct EnvOptions {
     /// Restore from this checkpoint or savepoint path, or `latest`.
     #[arg(long, env = "WEIR_RESTORE")]
     pub restore: Option<String>,
+    /// `exactly-once` (align barriers, default) or `at-least-once`.
+    #[arg(long, env = "WEIR_CHECKPOINT_MODE")]
+    pub checkpoint_mode: Option<String>,
+    /// Completed checkpoints kept (default 3).
+    #[arg(long, env = "WEIR_CHECKPOINTS_RETAINED")]
+    pub checkpoints_retained: Option<usize>,
+    /// A checkpoint not complete after this is abandoned (default 10min).
+    #[arg(long, env = "WEIR_CHECKPOINT_TIMEOUT")]
+    pub checkpoint_timeout: Option<String>,
+    /// `none`, `fixed-delay:ATTEMPTS:DELAY`, `exponential:INITIAL:MAX` or
+    /// `failure-rate:N:INTERVAL:DELAY` (default with checkpoints: restart forever, 1 s apart).
+    #[arg(long, env = "WEIR_RESTART_STRATEGY")]
+    pub restart_strategy: Option<String>,
     /// Where keyed state lives: `memory`.
     #[arg(long, env = "WEIR_STATE_BACKEND")]
     pub state_backend: Option<String>,
@@ -74,7 +87,11 @@ impl EnvOptions {
                 state_backend,
                 buffer_bytes_max,
                 channel_buffers_max,
-                watermark_interval
+                watermark_interval,
+                checkpoint_mode,
+                checkpoints_retained,
+                checkpoint_timeout,
+                restart_strategy
             );
         }
         Ok(self)

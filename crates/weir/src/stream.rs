@@ -377,11 +377,27 @@ impl<T: Data> DataStream<T> {
     pub fn sink(&self, sink: impl Sink<T>) -> DataStream<()> {
         let sink = Arc::new(sink);
         let name = sink.name();
-        self.add_operator(&name, move |ctx| {
+        let committer = sink.committer();
+        let c2 = committer.clone();
+        let s = self.add_operator(&name, move |ctx| {
+            let mut writer = sink.create_writer(ctx.subtask, ctx.parallelism)?;
+            if let Some(r) = &ctx.restored {
+                writer.restore(&r.operator)?;
+            }
             Ok(SinkOp {
-                writer: sink.create_writer(ctx.subtask, ctx.parallelism)?,
+                writer,
+                committer: c2.clone(),
             })
-        })
+        });
+        self.env.inner.borrow_mut().graph.nodes[s.node()].committer = committer;
+        s
+    }
+
+    /// Sets this stream's operator uid: its identity in checkpoints and savepoints. Set it on
+    /// stateful operators to restore their state after the job graph changes.
+    pub fn uid(self, uid: &str) -> Self {
+        self.env.inner.borrow_mut().graph.nodes[self.node()].uid = Some(uid.to_string());
+        self
     }
 
     /// Names this stream's operator (in errors, metrics and logs).
@@ -431,7 +447,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
     ) -> DataStream<Out> {
         let key = self.key.clone();
         self.stream.add_operator("keyed_process", move |ctx| {
-            Ok(KeyedProcessOp::new(f.clone(), key.clone(), ctx))
+            KeyedProcessOp::new(f.clone(), key.clone(), ctx)
         })
     }
 
@@ -445,7 +461,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
             Ok(ReduceOp {
                 f: f.clone(),
                 key: key.clone(),
-                core: KeyedCore::new(ctx),
+                core: KeyedCore::new(ctx)?,
                 state: Default::default(),
             })
         })
@@ -524,7 +540,7 @@ impl<A: Data, B: Data, K: Key> KeyedConnectedStreams<A, B, K> {
                     f: f.clone(),
                     key1: k1.clone(),
                     key2: k2.clone(),
-                    core: KeyedCore::new(ctx),
+                    core: KeyedCore::new(ctx)?,
                 })
             },
         )

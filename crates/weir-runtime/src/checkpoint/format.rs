@@ -60,7 +60,15 @@ pub fn checkpoint_dir(id: u64) -> String {
 }
 
 fn safe(uid: &str) -> String {
-    uid.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' { c } else { '_' }).collect()
+    uid.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// Writes checkpoint `id`'s state files, then its manifest, under `dir`.
@@ -74,24 +82,46 @@ pub fn write_checkpoint(
     snapshots: &BTreeMap<SubtaskId, OperatorSnapshot>,
     savepoint: bool,
 ) -> Result<Manifest> {
-    let mut operators: BTreeMap<String, OperatorEntry> =
-        parallelism.iter().map(|(u, p)| (u.clone(), OperatorEntry { parallelism: *p, files: Vec::new() })).collect();
+    let mut operators: BTreeMap<String, OperatorEntry> = parallelism
+        .iter()
+        .map(|(u, p)| {
+            (
+                u.clone(),
+                OperatorEntry {
+                    parallelism: *p,
+                    files: Vec::new(),
+                },
+            )
+        })
+        .collect();
     for (sid, snap) in snapshots {
         if snap.keyed.is_empty() && snap.operator.is_empty() && snap.pending_commit.is_empty() {
             continue;
         }
-        let bytes = postcard::to_allocvec(snap).map_err(|e| WeirError::Internal(format!("encoding a snapshot: {e}")))?;
+        let bytes = postcard::to_allocvec(snap)
+            .map_err(|e| WeirError::Internal(format!("encoding a snapshot: {e}")))?;
         let path = format!("{dir}/{}/{}.state", safe(&sid.uid), sid.subtask);
         storage.put(&path, &bytes)?;
-        operators.entry(sid.uid.clone()).or_default().files.push(FileEntry {
-            subtask: sid.subtask,
-            path,
-            bytes: bytes.len() as u64,
-            xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
-        });
+        operators
+            .entry(sid.uid.clone())
+            .or_default()
+            .files
+            .push(FileEntry {
+                subtask: sid.subtask,
+                path,
+                bytes: bytes.len() as u64,
+                xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
+            });
     }
-    let manifest = Manifest { id, ts_ms, max_parallelism, operators, savepoint };
-    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| WeirError::Internal(e.to_string()))?;
+    let manifest = Manifest {
+        id,
+        ts_ms,
+        max_parallelism,
+        operators,
+        savepoint,
+    };
+    let json =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| WeirError::Internal(e.to_string()))?;
     storage.put(&format!("{dir}/_manifest"), &json)?;
     Ok(manifest)
 }
@@ -110,16 +140,34 @@ pub struct LoadedCheckpoint {
 impl LoadedCheckpoint {
     /// The state of operator `uid` for subtask `subtask` of `parallelism`: the key groups it
     /// owns (from whichever old subtasks held them) and every non-keyed entry.
-    pub fn restore_for(&self, uid: &str, subtask: usize, parallelism: usize) -> Option<RestoredState> {
+    pub fn restore_for(
+        &self,
+        uid: &str,
+        subtask: usize,
+        parallelism: usize,
+    ) -> Option<RestoredState> {
         let range = key_group_range(subtask, parallelism, self.manifest.max_parallelism);
-        let mut out = RestoredState { checkpoint_id: self.manifest.id, ..Default::default() };
+        let mut out = RestoredState {
+            checkpoint_id: self.manifest.id,
+            ..Default::default()
+        };
         let mut any = false;
-        for (sid, snap) in self.snapshots.range(SubtaskId { uid: uid.to_string(), subtask: 0 }..) {
+        for (sid, snap) in self.snapshots.range(
+            SubtaskId {
+                uid: uid.to_string(),
+                subtask: 0,
+            }..,
+        ) {
             if sid.uid != uid {
                 break;
             }
             any = true;
-            out.keyed.extend(snap.keyed.iter().filter(|(kg, _)| range.contains(&(*kg as usize))).cloned());
+            out.keyed.extend(
+                snap.keyed
+                    .iter()
+                    .filter(|(kg, _)| range.contains(&(*kg as usize)))
+                    .cloned(),
+            );
             out.operator.extend(snap.operator.iter().cloned());
         }
         out.keyed.sort_by_key(|(kg, _)| *kg);
@@ -128,14 +176,26 @@ impl LoadedCheckpoint {
 
     /// Everything two-phase sinks pre-committed in this checkpoint.
     pub fn pending_commits(&self) -> Vec<(String, Vec<u8>)> {
-        self.snapshots.iter().flat_map(|(sid, s)| s.pending_commit.iter().map(|p| (sid.uid.clone(), p.clone()))).collect()
+        self.snapshots
+            .iter()
+            .flat_map(|(sid, s)| {
+                s.pending_commit
+                    .iter()
+                    .map(|p| (sid.uid.clone(), p.clone()))
+            })
+            .collect()
     }
 }
 
 /// Reads and verifies checkpoint directory `dir`.
 pub fn load_checkpoint(storage: &dyn CheckpointStorage, dir: &str) -> Result<LoadedCheckpoint> {
-    let raw = storage.get(&format!("{dir}/_manifest")).map_err(|e| WeirError::Config(format!("checkpoint {dir} has no manifest (incomplete): {e}")))?;
-    let manifest: Manifest = serde_json::from_slice(&raw).map_err(|e| WeirError::Config(format!("checkpoint {dir}: unreadable manifest: {e}")))?;
+    let raw = storage.get(&format!("{dir}/_manifest")).map_err(|e| {
+        WeirError::Config(format!(
+            "checkpoint {dir} has no manifest (incomplete): {e}"
+        ))
+    })?;
+    let manifest: Manifest = serde_json::from_slice(&raw)
+        .map_err(|e| WeirError::Config(format!("checkpoint {dir}: unreadable manifest: {e}")))?;
     let mut snapshots = BTreeMap::new();
     for (uid, op) in &manifest.operators {
         for f in &op.files {
@@ -147,16 +207,31 @@ pub fn load_checkpoint(storage: &dyn CheckpointStorage, dir: &str) -> Result<Loa
                     bytes.len()
                 )));
             }
-            let snap: OperatorSnapshot = postcard::from_bytes(&bytes).map_err(|e| WeirError::Config(format!("checkpoint {dir}: {}: {e}", f.path)))?;
-            snapshots.insert(SubtaskId { uid: uid.clone(), subtask: f.subtask }, snap);
+            let snap: OperatorSnapshot = postcard::from_bytes(&bytes)
+                .map_err(|e| WeirError::Config(format!("checkpoint {dir}: {}: {e}", f.path)))?;
+            snapshots.insert(
+                SubtaskId {
+                    uid: uid.clone(),
+                    subtask: f.subtask,
+                },
+                snap,
+            );
         }
     }
-    Ok(LoadedCheckpoint { manifest, dir: dir.to_string(), snapshots })
+    Ok(LoadedCheckpoint {
+        manifest,
+        dir: dir.to_string(),
+        snapshots,
+    })
 }
 
 /// The checkpoint directories under the storage root, newest first.
 pub fn list_checkpoints(storage: &dyn CheckpointStorage) -> Result<Vec<String>> {
-    let mut v: Vec<String> = storage.list("")?.into_iter().filter(|n| n.starts_with("chk-")).collect();
+    let mut v: Vec<String> = storage
+        .list("")?
+        .into_iter()
+        .filter(|n| n.starts_with("chk-"))
+        .collect();
     v.sort();
     v.reverse();
     Ok(v)
@@ -168,7 +243,10 @@ pub fn load_latest(storage: &dyn CheckpointStorage) -> Result<Option<LoadedCheck
     for dir in list_checkpoints(storage)? {
         match load_checkpoint(storage, &dir) {
             Ok(c) => return Ok(Some(c)),
-            Err(e) => tracing::warn!("skipping checkpoint {dir} in {}: {e}; falling back to the previous one", storage.describe()),
+            Err(e) => tracing::warn!(
+                "skipping checkpoint {dir} in {}: {e}; falling back to the previous one",
+                storage.describe()
+            ),
         }
     }
     Ok(None)
@@ -179,7 +257,10 @@ pub fn load_latest(storage: &dyn CheckpointStorage) -> Result<Option<LoadedCheck
 pub fn retain(storage: &dyn CheckpointStorage, retained: usize) -> Result<()> {
     let mut complete = 0;
     for dir in list_checkpoints(storage)? {
-        let manifest = storage.get(&format!("{dir}/_manifest")).ok().and_then(|m| serde_json::from_slice::<Manifest>(&m).ok());
+        let manifest = storage
+            .get(&format!("{dir}/_manifest"))
+            .ok()
+            .and_then(|m| serde_json::from_slice::<Manifest>(&m).ok());
         match manifest {
             Some(m) if m.savepoint => {}
             Some(_) => {

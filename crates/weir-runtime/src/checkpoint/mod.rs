@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The id of the snapshot a task takes when it finishes (never sent on channels).
+pub const FINAL_SNAPSHOT: u64 = u64::MAX;
+
 /// The marker that separates records before a checkpoint from records after it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckpointBarrier {

@@ -27,7 +27,12 @@ impl LocalStorage {
     /// Checkpoints under `root` (created if missing).
     pub fn new(root: impl AsRef<Path>) -> Result<Self> {
         let root = root.as_ref().to_path_buf();
-        std::fs::create_dir_all(&root).map_err(|e| WeirError::io(format!("creating checkpoint directory {}", root.display()), e))?;
+        std::fs::create_dir_all(&root).map_err(|e| {
+            WeirError::io(
+                format!("creating checkpoint directory {}", root.display()),
+                e,
+            )
+        })?;
         Ok(LocalStorage { root })
     }
 }
@@ -36,7 +41,8 @@ impl CheckpointStorage for LocalStorage {
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
         let full = self.root.join(path);
         if let Some(dir) = full.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| WeirError::io(format!("creating {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| WeirError::io(format!("creating {}", dir.display()), e))?;
         }
         let tmp = full.with_extension("inprogress");
         let write = || -> std::io::Result<()> {
@@ -63,7 +69,10 @@ impl CheckpointStorage for LocalStorage {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(WeirError::io(format!("listing {}", dir.display()), e)),
         };
-        let mut v: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let mut v: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
         v.sort();
         Ok(v)
     }

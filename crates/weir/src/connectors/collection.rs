@@ -57,4 +57,19 @@ impl<T: Data> SourceReader<T> for Reader<T> {
             Ok(Poll::Ready)
         }
     }
+
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        Ok(vec![
+            postcard::to_allocvec(&(self.next as u64)).expect("encodes")
+        ])
+    }
+
+    fn restore(&mut self, entries: &[Vec<u8>]) -> Result<()> {
+        if let Some(e) = entries.first() {
+            let next: u64 = postcard::from_bytes(e)
+                .map_err(|x| weir_types::WeirError::Config(format!("collection position: {x}")))?;
+            self.next = (next as usize).min(self.items.len());
+        }
+        Ok(())
+    }
 }

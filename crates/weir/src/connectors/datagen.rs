@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Instant;
 use weir_runtime::{Poll, PositionKind, Source, SourceOutput, SourceReader};
-use weir_types::{Data, Result, NO_TIMESTAMP};
+use weir_types::{Data, Result, WeirError, NO_TIMESTAMP};
 
 /// A small, fast, well-mixed pseudo-random generator (SplitMix64). Its output for a seed never
 /// changes between versions, so generated data is reproducible.
@@ -51,6 +51,7 @@ pub struct Datagen<T> {
     rate_per_s: Option<f64>,
     seed: u64,
     keep_open: bool,
+    splits: Option<u64>,
 }
 
 impl<T> Clone for Datagen<T> {
@@ -62,6 +63,7 @@ impl<T> Clone for Datagen<T> {
             rate_per_s: self.rate_per_s,
             seed: self.seed,
             keep_open: self.keep_open,
+            splits: self.splits,
         }
     }
 }
@@ -79,7 +81,14 @@ impl<T: Data> Datagen<T> {
             rate_per_s: None,
             seed: 0,
             keep_open: false,
+            splits: None,
         }
+    }
+    /// Generates in `n` splits (split `j` emits ids `j, j+n, …`; subtasks take splits round
+    /// robin). The default, one split per subtask, cannot restore at another parallelism.
+    pub fn splits(mut self, n: u64) -> Self {
+        self.splits = Some(n.max(1));
+        self
     }
     /// After the last record, stays open without emitting (an idle, unbounded source): for
     /// tests of idleness and processing time.
@@ -187,11 +196,19 @@ impl Datagen<BenchEvent> {
     }
 }
 
+/// One split of a generator: ids `j, j + S, j + 2S, …` (S splits in all).
+struct GenSplit {
+    j: u64,
+    next: u64,
+    out: Option<usize>,
+    done: bool,
+}
+
 struct Reader<T> {
     gen: Datagen<T>,
-    next: u64,
-    step: u64,
-    split: Option<usize>,
+    total_splits: u64,
+    splits: Vec<GenSplit>,
+    cur: usize,
     started: Instant,
     emitted: u64,
     rate_per_subtask: Option<f64>,
@@ -203,11 +220,21 @@ impl<T: Data> Source<T> for Datagen<T> {
         subtask: usize,
         parallelism: usize,
     ) -> Result<Box<dyn SourceReader<T>>> {
+        let total = self.splits.unwrap_or(parallelism as u64).max(1);
+        let splits = (0..total)
+            .filter(|j| (*j % parallelism as u64) as usize == subtask)
+            .map(|j| GenSplit {
+                j,
+                next: j,
+                out: None,
+                done: false,
+            })
+            .collect();
         Ok(Box::new(Reader {
             gen: self.clone(),
-            next: subtask as u64,
-            step: parallelism as u64,
-            split: None,
+            total_splits: total,
+            splits,
+            cur: 0,
             started: Instant::now(),
             emitted: 0,
             rate_per_subtask: self.rate_per_s.map(|r| r / parallelism as f64),
@@ -220,14 +247,17 @@ impl<T: Data> Source<T> for Datagen<T> {
 
 impl<T: Data> SourceReader<T> for Reader<T> {
     fn poll(&mut self, out: &mut SourceOutput<T>) -> Result<Poll> {
-        let split = match self.split {
-            Some(s) => s,
-            None => {
-                let s = out.add_split(format!("datagen-{}", self.next), PositionKind::Offset);
-                self.split = Some(s);
-                s
+        let count = self.gen.count.unwrap_or(u64::MAX);
+        for s in &mut self.splits {
+            if s.out.is_none() {
+                let idx = out.add_split(format!("datagen-{}", s.j), PositionKind::Offset);
+                s.out = Some(idx);
+                if s.next >= count {
+                    s.done = true;
+                    out.finish_split(idx)?;
+                }
             }
-        };
+        }
         let mut batch = 1024u64;
         if let Some(rate) = self.rate_per_subtask {
             let allowed = (self.started.elapsed().as_secs_f64() * rate) as u64 + 1;
@@ -237,25 +267,65 @@ impl<T: Data> SourceReader<T> for Reader<T> {
             }
             batch = batch.min(allowed - self.emitted);
         }
-        let count = self.gen.count.unwrap_or(u64::MAX);
+        let n = self.splits.len();
+        let Some(cur) = (0..n)
+            .map(|k| (self.cur + k) % n.max(1))
+            .find(|&k| !self.splits[k].done)
+        else {
+            return Ok(if self.gen.keep_open {
+                Poll::Pending(100)
+            } else {
+                Poll::Finished
+            });
+        };
+        self.cur = (cur + 1) % n;
+        let step = self.total_splits;
+        let s = &mut self.splits[cur];
+        let idx = s.out.expect("registered");
         for _ in 0..batch {
-            if self.next >= count {
-                if self.gen.keep_open {
-                    return Ok(Poll::Pending(100));
-                }
-                out.finish_split(split)?;
-                return Ok(Poll::Finished);
+            if s.next >= count {
+                s.done = true;
+                out.finish_split(idx)?;
+                break;
             }
-            let id = self.next;
+            let id = s.next;
             let mut rng = SplitMix64::new(self.gen.seed ^ id.wrapping_mul(0xD6E8_FEB8_6659_FD93));
             let v = (self.gen.make)(id, &mut rng);
             let ts = self.gen.ts.as_ref().map_or(NO_TIMESTAMP, |f| f(&v));
-            out.set_position(split, id);
-            out.collect(split, v, ts)?;
-            self.next += self.step;
+            out.set_position(idx, id);
+            out.collect(idx, v, ts)?;
+            s.next += step;
             self.emitted += 1;
         }
         Ok(Poll::Ready)
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        Ok(self
+            .splits
+            .iter()
+            .map(|s| postcard::to_allocvec(&(self.total_splits, s.j, s.next)).expect("encodes"))
+            .collect())
+    }
+
+    fn restore(&mut self, entries: &[Vec<u8>]) -> Result<()> {
+        for e in entries {
+            let (total, j, next): (u64, u64, u64) = postcard::from_bytes(e).map_err(|x| {
+                WeirError::Config(format!(
+                    "datagen position in the checkpoint does not decode: {x}"
+                ))
+            })?;
+            if total != self.total_splits {
+                return Err(WeirError::Config(format!(
+                    "the generator was checkpointed with {total} splits and now has {}: set Datagen::splits to restore at another parallelism",
+                    self.total_splits
+                )));
+            }
+            if let Some(s) = self.splits.iter_mut().find(|s| s.j == j) {
+                s.next = next;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -108,12 +108,32 @@ impl<T> FileSource<T> {
     }
 }
 
+/// A file being read: its split, reader, line number and byte offset.
+struct Open {
+    path: String,
+    split: usize,
+    reader: BufReader<File>,
+    line: u64,
+    offset: u64,
+}
+
 struct FileReader<T> {
-    files: Vec<PathBuf>,
+    /// Files not yet opened, with where to resume `(byte offset, line)`.
+    files: Vec<(PathBuf, u64, u64)>,
+    finished: Vec<String>,
     parse: ParseFn<T>,
     skip_lines: u64,
-    current: Option<(usize, BufReader<File>, u64)>,
+    current: Option<Open>,
     buf: Vec<u8>,
+}
+
+/// A file's position in a snapshot.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FilePosition {
+    path: String,
+    offset: u64,
+    line: u64,
+    finished: bool,
 }
 
 impl<T: Data> Source<T> for FileSource<T> {
@@ -127,10 +147,11 @@ impl<T: Data> Source<T> for FileSource<T> {
             .into_iter()
             .enumerate()
             .filter(|(i, _)| i % parallelism == subtask)
-            .map(|(_, p)| p)
+            .map(|(_, p)| (p, 0, 0))
             .collect();
         Ok(Box::new(FileReader {
             files,
+            finished: Vec::new(),
             parse: self.parse.clone(),
             skip_lines: self.skip_lines,
             current: None,
@@ -145,21 +166,35 @@ impl<T: Data> SourceReader<T> for FileReader<T> {
             if self.files.is_empty() {
                 return Ok(Poll::Finished);
             }
-            let path = self.files.remove(0);
-            let f = File::open(&path)
+            let (path, offset, line) = self.files.remove(0);
+            let mut f = File::open(&path)
                 .map_err(|e| WeirError::io(format!("opening {}", path.display()), e))?;
-            let split = out.add_split(path.display().to_string(), PositionKind::Line);
-            self.current = Some((split, BufReader::with_capacity(256 * 1024, f), 0));
+            if offset > 0 {
+                use std::io::Seek;
+                f.seek(std::io::SeekFrom::Start(offset))
+                    .map_err(|e| WeirError::io(format!("seeking in {}", path.display()), e))?;
+            }
+            let name = path.display().to_string();
+            let split = out.add_split(name.clone(), PositionKind::Line);
+            self.current = Some(Open {
+                path: name,
+                split,
+                reader: BufReader::with_capacity(256 * 1024, f),
+                line,
+                offset,
+            });
         }
-        let (split, reader, line_no) = self.current.as_mut().unwrap();
-        let split = *split;
+        let cur = self.current.as_mut().unwrap();
+        let split = cur.split;
         for _ in 0..1024 {
             self.buf.clear();
-            let n = reader
+            let n = cur
+                .reader
                 .read_until(b'\n', &mut self.buf)
                 .map_err(|e| WeirError::io(format!("reading {}", out.split_name(split)), e))?;
             if n == 0 {
                 out.finish_split(split)?;
+                self.finished.push(std::mem::take(&mut cur.path));
                 self.current = None;
                 return Ok(if self.files.is_empty() {
                     Poll::Finished
@@ -167,8 +202,9 @@ impl<T: Data> SourceReader<T> for FileReader<T> {
                     Poll::Ready
                 });
             }
-            *line_no += 1;
-            if *line_no <= self.skip_lines {
+            cur.offset += n as u64;
+            cur.line += 1;
+            if cur.line <= self.skip_lines {
                 continue;
             }
             let mut line: &[u8] = &self.buf;
@@ -182,13 +218,68 @@ impl<T: Data> SourceReader<T> for FileReader<T> {
             if line.iter().all(|b| b.is_ascii_whitespace()) {
                 continue;
             }
-            out.set_position(split, *line_no);
+            out.set_position(split, cur.line);
             match (self.parse)(line) {
                 Ok(v) => out.collect(split, v, NO_TIMESTAMP)?,
-                Err(e) => out.bad_record(split, *line_no, line, e)?,
+                Err(e) => out.bad_record(split, cur.line, line, e)?,
             }
         }
         Ok(Poll::Ready)
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut v = Vec::new();
+        for p in &self.finished {
+            v.push(FilePosition {
+                path: p.clone(),
+                offset: 0,
+                line: 0,
+                finished: true,
+            });
+        }
+        if let Some(c) = &self.current {
+            v.push(FilePosition {
+                path: c.path.clone(),
+                offset: c.offset,
+                line: c.line,
+                finished: false,
+            });
+        }
+        for (p, offset, line) in &self.files {
+            v.push(FilePosition {
+                path: p.display().to_string(),
+                offset: *offset,
+                line: *line,
+                finished: false,
+            });
+        }
+        Ok(v.iter()
+            .map(|p| postcard::to_allocvec(p).expect("encodes"))
+            .collect())
+    }
+
+    fn restore(&mut self, entries: &[Vec<u8>]) -> Result<()> {
+        for e in entries {
+            let pos: FilePosition = postcard::from_bytes(e).map_err(|x| {
+                WeirError::Config(format!(
+                    "file position in the checkpoint does not decode: {x}"
+                ))
+            })?;
+            if let Some(i) = self
+                .files
+                .iter()
+                .position(|(p, _, _)| p.display().to_string() == pos.path)
+            {
+                if pos.finished {
+                    self.files.remove(i);
+                    self.finished.push(pos.path);
+                } else {
+                    self.files[i].1 = pos.offset;
+                    self.files[i].2 = pos.line;
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -7,11 +7,13 @@ mod collect;
 mod collection;
 mod datagen;
 mod file;
+mod rolling;
 mod stdout;
 
-pub use crate::operators::{Sink, SinkWriter};
+pub use crate::operators::{Sink, SinkSnapshot, SinkWriter};
 pub use collect::{CollectSink, DiscardSink};
 pub use collection::Collection;
 pub use datagen::{BenchEvent, Datagen, SensorReading, SplitMix64};
 pub use file::{FileFormat, FileSink, FileSource};
+pub use rolling::RollingFileSink;
 pub use stdout::Stdout;

@@ -537,6 +537,21 @@ where
         self.pump(ctx, out)
     }
 
+    fn snapshot(
+        &mut self,
+        _: &weir_runtime::checkpoint::CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<weir_runtime::checkpoint::OperatorSnapshot> {
+        // Exactly-once without storing requests: every request made before the barrier is
+        // completed and emitted before the barrier passes.
+        self.pump(ctx, out)?;
+        while self.unemitted > 0 {
+            self.wait(ctx, out)?;
+        }
+        Ok(Default::default())
+    }
+
     fn end_input(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output<Out>) -> Result<()> {
         self.pump(ctx, out)?;
         while self.unemitted > 0 {

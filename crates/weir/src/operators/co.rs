@@ -5,6 +5,7 @@ use crate::functions::{
 };
 use crate::operators::keyed::{KeyFn, KeyedCore};
 use crate::stream::BroadcastState;
+use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
 use weir_runtime::{OperatorContext, Output, TwoInputOperator};
 use weir_types::{Data, Key, Record, Result, Watermark};
 
@@ -138,6 +139,14 @@ impl<K: Key, A: 'static, B: 'static, Out: 'static, F: KeyedCoProcessFunction<K, 
         c.finish()?;
         user_result(r, ctx)
     }
+    fn snapshot(
+        &mut self,
+        _: &CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _: &mut dyn Output<Out>,
+    ) -> Result<OperatorSnapshot> {
+        Ok(self.core.snapshot(ctx))
+    }
     fn on_watermark(
         &mut self,
         wm: Watermark,
@@ -200,6 +209,35 @@ pub(crate) struct BroadcastOp<F: BroadcastProcessFunction<In, R, Out>, In, R, Ou
 impl<In: 'static, R: 'static, Out: 'static, F: BroadcastProcessFunction<In, R, Out>>
     TwoInputOperator<In, R, Out> for BroadcastOp<F, In, R, Out>
 {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        if let Some(entry) = ctx.restored.as_ref().and_then(|r| r.operator.first()) {
+            let entries: Vec<(F::BKey, F::BValue)> = postcard::from_bytes(entry)
+                .map_err(|e| ctx.operator_error(format!("restoring broadcast state: {e}")))?;
+            for (k, v) in entries {
+                self.state.put(k, v);
+            }
+        }
+        Ok(())
+    }
+    fn snapshot(
+        &mut self,
+        _: &CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _: &mut dyn Output<Out>,
+    ) -> Result<OperatorSnapshot> {
+        // Identical on every subtask: subtask 0 keeps it for all (any parallelism on restore).
+        if ctx.subtask != 0 {
+            return Ok(OperatorSnapshot::default());
+        }
+        let entries: Vec<(&F::BKey, &F::BValue)> = self.state.iter().collect();
+        let bytes = postcard::to_allocvec(&entries)
+            .map_err(|e| ctx.operator_error(format!("snapshotting broadcast state: {e}")))?;
+        Ok(OperatorSnapshot {
+            operator: vec![bytes],
+            ..Default::default()
+        })
+    }
+
     fn process1(
         &mut self,
         rec: Record<In>,

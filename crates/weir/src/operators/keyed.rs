@@ -4,6 +4,7 @@ use crate::functions::{
     user_result, Collector, KeyedContext, KeyedProcessFunction, StateRegistry, TimeDomain,
 };
 use std::sync::Arc;
+use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
 use weir_runtime::{OneInputOperator, OperatorContext, Output};
 use weir_state::{KeyedStateStore, TimerService};
 use weir_types::{Key, Record, Result, Watermark};
@@ -22,11 +23,32 @@ pub(crate) struct KeyedCore<K: Key> {
 }
 
 impl<K: Key> KeyedCore<K> {
-    pub fn new(ctx: &OperatorContext) -> Self {
-        KeyedCore {
-            store: KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()),
-            timers: TimerService::default(),
+    /// A store and timer service, restored from `ctx.restored` when restoring.
+    pub fn new(ctx: &OperatorContext) -> Result<Self> {
+        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone());
+        let mut timers = TimerService::default();
+        if let Some(r) = &ctx.restored {
+            store
+                .restore_blocks(&r.keyed)
+                .map_err(|e| ctx.operator_error(format!("restoring keyed state: {e}")))?;
+            timers
+                .restore(&store.take_restored_timers())
+                .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
+        }
+        Ok(KeyedCore {
+            store,
+            timers,
             next_purge_ms: i64::MAX,
+        })
+    }
+
+    /// Keyed state and timers by key group.
+    pub fn snapshot(&self, ctx: &OperatorContext) -> OperatorSnapshot {
+        OperatorSnapshot {
+            keyed: self
+                .store
+                .snapshot_blocks(ctx.max_parallelism, self.timers.snapshot()),
+            ..Default::default()
         }
     }
 
@@ -60,12 +82,12 @@ pub(crate) struct KeyedProcessOp<K: Key, In, F> {
 }
 
 impl<K: Key, In: 'static, F> KeyedProcessOp<K, In, F> {
-    pub fn new(f: F, key: KeyFn<In, K>, ctx: &OperatorContext) -> Self {
-        KeyedProcessOp {
+    pub fn new(f: F, key: KeyFn<In, K>, ctx: &OperatorContext) -> Result<Self> {
+        Ok(KeyedProcessOp {
             f,
             key,
-            core: KeyedCore::new(ctx),
-        }
+            core: KeyedCore::new(ctx)?,
+        })
     }
 }
 
@@ -136,6 +158,14 @@ impl<K: Key, In: 'static, Out: 'static, F: KeyedProcessFunction<K, In, Out>>
         user_result(r, ctx)
     }
 
+    fn snapshot(
+        &mut self,
+        _: &CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _: &mut dyn Output<Out>,
+    ) -> Result<OperatorSnapshot> {
+        Ok(self.core.snapshot(ctx))
+    }
     fn on_watermark(
         &mut self,
         wm: Watermark,
@@ -181,6 +211,14 @@ impl<K: Key, T: weir_types::Data, F: FnMut(T, T) -> T + 'static> OneInputOperato
         self.state = weir_state::ValueState::register(&mut self.core.store, "reduce")
             .map_err(|e| weir_types::WeirError::Config(e.to_string()))?;
         Ok(())
+    }
+    fn snapshot(
+        &mut self,
+        _: &CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _: &mut dyn Output<T>,
+    ) -> Result<OperatorSnapshot> {
+        Ok(self.core.snapshot(ctx))
     }
     #[inline]
     fn process(

@@ -6,4 +6,4 @@ pub(crate) mod keyed;
 pub(crate) mod sink;
 pub(crate) mod timestamps;
 
-pub use sink::{Sink, SinkWriter};
+pub use sink::{Sink, SinkSnapshot, SinkWriter};

@@ -9,6 +9,7 @@ use crate::windows::assigners::{TimeKind, Window, WindowAssigner};
 use crate::windows::triggers::{Trigger, TriggerContext, TriggerOps, TriggerResult};
 use crate::windows::{ProcessWindowFunction, WindowContext};
 use std::sync::Arc;
+use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
 use weir_runtime::{OneInputOperator, OperatorContext, Output};
 use weir_state::{AggregateFunction, AggregatingState, KeyedStateStore, TimerService, ValueState};
 use weir_types::metrics::{Counter, Gauge};
@@ -126,6 +127,13 @@ where
         let contents =
             AggregatingState::register(&mut store, "window-contents", agg, None).map_err(cfg)?;
         let merging = ValueState::register(&mut store, "merging-windows").map_err(cfg)?;
+        let mut timers = TimerService::default();
+        if let Some(r) = &ctx.restored {
+            store.restore_blocks(&r.keyed).map_err(cfg)?;
+            timers
+                .restore(&store.take_restored_timers())
+                .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
+        }
         let slots = (0..trigger.state_slots())
             .map(|i| ValueState::register(&mut store, &format!("trigger-{i}")).map_err(cfg))
             .collect::<Result<Vec<_>>>()?;
@@ -137,7 +145,7 @@ where
             lateness_ms,
             late_tag,
             store,
-            timers: TimerService::default(),
+            timers,
             contents,
             merging,
             slots,
@@ -361,6 +369,20 @@ where
     R: Data,
     F: ProcessWindowFunction<K, AOUT, R, A::W>,
 {
+    fn snapshot(
+        &mut self,
+        _: &CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _: &mut dyn Output<R>,
+    ) -> Result<OperatorSnapshot> {
+        Ok(OperatorSnapshot {
+            keyed: self
+                .store
+                .snapshot_blocks(ctx.max_parallelism, self.timers.snapshot()),
+            ..Default::default()
+        })
+    }
+
     fn process(
         &mut self,
         rec: Record<T>,

@@ -1,0 +1,317 @@
+//! The checkpoint coordinator: triggers checkpoints at the sources, gathers every task's
+//! acknowledgement, writes the checkpoint (state files, then the manifest), commits what
+//! two-phase sinks pre-committed, and tells the tasks. It runs on its own thread, so writing
+//! state never stops processing.
+use super::format::{checkpoint_dir, retain, write_checkpoint};
+use super::{CheckpointBarrier, CheckpointConfig, Committer, OperatorSnapshot, SubtaskId};
+use crate::task::{Mail, TaskEvent, TaskKey};
+use crossbeam_channel as cb;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use weir_types::metrics::{Counter, Gauge, MetricsRegistry};
+use weir_types::{Clock, Result};
+
+/// Commands from the executor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    /// Every task finished: write the final checkpoint, commit, and stop.
+    JobFinished,
+    /// The attempt is over (failure or cancellation): stop now.
+    Stop,
+}
+
+/// What the coordinator needs to know about the job.
+pub struct Setup {
+    /// Settings.
+    pub cfg: CheckpointConfig,
+    /// Key groups.
+    pub max_parallelism: usize,
+    /// Parallelism of every operator, by uid.
+    pub parallelism: BTreeMap<String, usize>,
+    /// Source subtasks and their mailboxes.
+    pub sources: Vec<(TaskKey, cb::Sender<Mail>)>,
+    /// Every task subtask (sources included) and its mailbox.
+    pub tasks: Vec<(TaskKey, cb::Sender<Mail>)>,
+    /// Committers of two-phase sinks, by operator uid.
+    pub committers: BTreeMap<String, Arc<dyn Committer>>,
+    /// The first checkpoint id to use.
+    pub next_id: u64,
+    /// Trigger timestamps.
+    pub clock: Arc<dyn Clock>,
+    /// Metrics.
+    pub metrics: MetricsRegistry,
+}
+
+struct Pending {
+    id: u64,
+    ts_ms: i64,
+    started: Instant,
+    acks: HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>>,
+}
+
+/// Checkpoint metrics.
+struct Metrics {
+    completed: Counter,
+    failed: Counter,
+    last_duration_ms: Gauge,
+    last_bytes: Gauge,
+    last_id: Gauge,
+}
+
+/// How the coordinator ended.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Checkpoints completed.
+    pub completed: u64,
+    /// The newest complete checkpoint.
+    pub last_completed: Option<u64>,
+}
+
+/// Runs the coordinator until `Stop`, or `JobFinished` and the final checkpoint.
+pub fn run(
+    setup: Setup,
+    events: cb::Receiver<TaskEvent>,
+    commands: cb::Receiver<Command>,
+) -> Result<Report> {
+    let m = Metrics {
+        completed: setup.metrics.counter("checkpoints", 0, "completed"),
+        failed: setup.metrics.counter("checkpoints", 0, "failed"),
+        last_duration_ms: setup.metrics.gauge("checkpoints", 0, "last_duration_ms"),
+        last_bytes: setup.metrics.gauge("checkpoints", 0, "last_size_bytes"),
+        last_id: setup.metrics.gauge("checkpoints", 0, "last_completed_id"),
+    };
+    let mut report = Report::default();
+    let mut next_id = setup.next_id;
+    let mut pending: Option<Pending> = None;
+    let mut finished: HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>> = HashMap::new();
+    let pause = setup.cfg.interval.max(setup.cfg.min_pause);
+    let mut next_trigger = Instant::now() + pause;
+    let mut job_finished = false;
+    let mut events_open = true;
+    loop {
+        // Complete the pending checkpoint once every task acknowledged or finished.
+        if let Some(p) = &pending {
+            let all = setup
+                .tasks
+                .iter()
+                .all(|(t, _)| p.acks.contains_key(t) || finished.contains_key(t));
+            if all {
+                let p = pending.take().unwrap();
+                complete(&setup, &m, p, &finished, &mut report)?;
+                next_trigger = Instant::now() + setup.cfg.min_pause.max(setup.cfg.interval);
+            } else if p.started.elapsed() > setup.cfg.timeout {
+                tracing::warn!(
+                    "checkpoint {} expired after {:?} before every task acknowledged it",
+                    p.id,
+                    setup.cfg.timeout
+                );
+                m.failed.inc();
+                for (_, tx) in &setup.tasks {
+                    let _ = tx.send(Mail::Abort(p.id));
+                }
+                pending = None;
+                next_trigger = Instant::now() + setup.cfg.min_pause;
+            }
+        }
+        if job_finished && pending.is_none() {
+            // The final checkpoint: every task's final state, so that a restore after the end
+            // replays nothing, and the last pre-committed output gets committed.
+            let id = next_id;
+            let p = Pending {
+                id,
+                ts_ms: setup.clock.now_ms(),
+                started: Instant::now(),
+                acks: HashMap::new(),
+            };
+            complete(&setup, &m, p, &finished, &mut report)?;
+            return Ok(report);
+        }
+        // Trigger the next checkpoint.
+        let live_sources: Vec<&(TaskKey, cb::Sender<Mail>)> = setup
+            .sources
+            .iter()
+            .filter(|(t, _)| !finished.contains_key(t))
+            .collect();
+        if pending.is_none()
+            && !job_finished
+            && Instant::now() >= next_trigger
+            && !live_sources.is_empty()
+        {
+            let id = next_id;
+            next_id += 1;
+            let b = CheckpointBarrier {
+                id,
+                ts_ms: setup.clock.now_ms(),
+            };
+            for (_, tx) in live_sources {
+                let _ = tx.send(Mail::Trigger(b));
+            }
+            pending = Some(Pending {
+                id,
+                ts_ms: b.ts_ms,
+                started: Instant::now(),
+                acks: HashMap::new(),
+            });
+        }
+        let wait = if pending.is_some() {
+            Duration::from_millis(20)
+        } else {
+            next_trigger
+                .saturating_duration_since(Instant::now())
+                .clamp(Duration::from_millis(1), Duration::from_millis(100))
+        };
+        // Once every task has exited, the event channel closes: only commands matter then.
+        let ev = if events_open {
+            cb::select! {
+                recv(events) -> ev => Some(ev.map_err(|_| ())),
+                recv(commands) -> c => { if on_command(c.ok(), &events, &mut pending, &mut finished, &mut job_finished, &setup, &mut next_id) { return Ok(report); } None }
+                default(wait) => None,
+            }
+        } else {
+            match commands.recv_timeout(wait) {
+                Ok(c) => {
+                    if on_command(
+                        Some(c),
+                        &events,
+                        &mut pending,
+                        &mut finished,
+                        &mut job_finished,
+                        &setup,
+                        &mut next_id,
+                    ) {
+                        return Ok(report);
+                    }
+                    None
+                }
+                Err(cb::RecvTimeoutError::Timeout) => None,
+                Err(cb::RecvTimeoutError::Disconnected) => return Ok(report),
+            }
+        };
+        match ev {
+            Some(Ok(TaskEvent::Ack {
+                id,
+                task,
+                snapshots,
+            })) => {
+                if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
+                    p.acks.insert(task, snapshots);
+                }
+            }
+            Some(Ok(TaskEvent::Finished { task, snapshots })) => {
+                finished.insert(task, snapshots);
+            }
+            Some(Err(())) => events_open = false,
+            None => {}
+        }
+    }
+}
+
+/// Handles a command; returns whether the coordinator must stop now.
+#[allow(clippy::too_many_arguments)]
+fn on_command(
+    c: Option<Command>,
+    events: &cb::Receiver<TaskEvent>,
+    pending: &mut Option<Pending>,
+    finished: &mut HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>>,
+    job_finished: &mut bool,
+    setup: &Setup,
+    next_id: &mut u64,
+) -> bool {
+    match c {
+        Some(Command::JobFinished) => {
+            *job_finished = true;
+            // Late acknowledgements and final snapshots may still be queued.
+            while let Ok(ev) = events.try_recv() {
+                match ev {
+                    TaskEvent::Ack {
+                        id,
+                        task,
+                        snapshots,
+                    } => {
+                        if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
+                            p.acks.insert(task, snapshots);
+                        }
+                    }
+                    TaskEvent::Finished { task, snapshots } => {
+                        finished.insert(task, snapshots);
+                    }
+                }
+            }
+            if pending.as_ref().is_some_and(|p| {
+                !setup
+                    .tasks
+                    .iter()
+                    .all(|(t, _)| p.acks.contains_key(t) || finished.contains_key(t))
+            }) {
+                *pending = None;
+            }
+            *next_id = (*next_id).max(pending.as_ref().map_or(*next_id, |p| p.id + 1));
+            false
+        }
+        Some(Command::Stop) | None => true,
+    }
+}
+
+fn complete(
+    setup: &Setup,
+    m: &Metrics,
+    p: Pending,
+    finished: &HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>>,
+    report: &mut Report,
+) -> Result<()> {
+    let mut snapshots: BTreeMap<SubtaskId, OperatorSnapshot> = BTreeMap::new();
+    for (t, snaps) in finished {
+        if !p.acks.contains_key(t) {
+            snapshots.extend(snaps.iter().cloned());
+        }
+    }
+    for snaps in p.acks.into_values() {
+        snapshots.extend(snaps);
+    }
+    let dir = checkpoint_dir(p.id);
+    let storage = &*setup.cfg.storage;
+    let manifest = write_checkpoint(
+        storage,
+        &dir,
+        p.id,
+        p.ts_ms,
+        setup.max_parallelism,
+        &setup.parallelism,
+        &snapshots,
+        false,
+    )?;
+    let bytes: u64 = manifest
+        .operators
+        .values()
+        .flat_map(|o| o.files.iter().map(|f| f.bytes))
+        .sum();
+    // Durable: commit what sinks pre-committed for it (idempotent, also re-run on restore).
+    for (sid, snap) in &snapshots {
+        if let Some(c) = setup.committers.get(&sid.uid) {
+            for item in &snap.pending_commit {
+                c.commit(item)?;
+            }
+        }
+    }
+    for (_, tx) in &setup.tasks {
+        let _ = tx.send(Mail::Complete(p.id));
+    }
+    if let Err(e) = retain(storage, setup.cfg.retained) {
+        tracing::warn!("could not delete old checkpoints: {e}");
+    }
+    m.completed.inc();
+    m.last_duration_ms
+        .set(p.started.elapsed().as_millis() as i64);
+    m.last_bytes.set(bytes as i64);
+    m.last_id.set(p.id as i64);
+    tracing::info!(
+        "checkpoint {} complete: {} bytes in {:?}",
+        p.id,
+        bytes,
+        p.started.elapsed()
+    );
+    report.completed += 1;
+    report.last_completed = Some(p.id);
+    Ok(())
+}
