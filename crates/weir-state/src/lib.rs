@@ -15,6 +15,7 @@
 //! timestamp)`, at most one each, fired in timestamp order.
 #![deny(missing_docs)]
 
+pub mod bytes;
 mod handles;
 pub mod snapshot;
 mod store;
@@ -25,6 +26,9 @@ pub use handles::{
     AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateAccess,
     ValueState,
 };
-pub use store::{KeyedStateStore, MemoryBackend, StateBackend, StateError, StateTtl, TableKind};
+pub use store::{
+    BytesMemoryBackend, KeyedStateStore, MemoryBackend, StateBackend, StateError, StateTtl,
+    TableKind,
+};
 pub use table::{HeapTable, Namespace, Stamped, Table};
 pub use timers::{TimerQueue, TimerService};

@@ -1,8 +1,11 @@
 //! The keyed state of one operator subtask: its tables, the current key, TTL and the backend.
+use crate::bytes::{BytesTable, KvStoreFactory, MemKvFactory, SharedKv};
 use crate::snapshot::{decode_blocks, encode_blocks, to_bytes, Blocks, EntryBytes, TimerBytes};
 use crate::table::{HeapTable, Namespace, Stamped, Table};
 use std::any::Any;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use weir_types::keygroup::key_group_of_hash;
@@ -17,10 +20,26 @@ pub trait StateBackend: Send + Sync + 'static {
 }
 
 /// How a backend keeps tables.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum TableKind {
     /// As objects in hash maps ([`HeapTable`]): fastest, bounded by memory.
     Heap,
+    /// As bytes in a key-value store per operator subtask (a disk backend).
+    Bytes(Arc<dyn KvStoreFactory>),
+}
+
+/// Keyed state as bytes in memory: the disk backends' code path without a disk (tests, and
+/// savepoints that cross backends).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BytesMemoryBackend;
+
+impl StateBackend for BytesMemoryBackend {
+    fn name(&self) -> &'static str {
+        "memory-bytes"
+    }
+    fn table_kind(&self) -> TableKind {
+        TableKind::Bytes(Arc::new(MemKvFactory))
+    }
 }
 
 /// Keyed state in memory, as objects. The default.
@@ -60,6 +79,8 @@ pub enum StateError {
     TypeMismatch(String),
     /// Restored state could not be decoded (wrong type, or damaged).
     Corrupt(String),
+    /// The backend failed (could not open its store).
+    Backend(String),
 }
 
 impl std::fmt::Display for StateError {
@@ -69,6 +90,7 @@ impl std::fmt::Display for StateError {
                 write!(f, "state '{n}' was registered twice with different types")
             }
             StateError::Corrupt(m) => write!(f, "restored state does not decode: {m}"),
+            StateError::Backend(m) => write!(f, "state backend: {m}"),
         }
     }
 }
@@ -156,11 +178,15 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
 /// The keyed state of one operator subtask.
 pub struct KeyedStateStore<K> {
     kind: TableKind,
+    kv: Option<SharedKv>,
+    max_parallelism: usize,
     tables: Vec<Box<dyn ErasedTable>>,
     names: HashMap<String, usize>,
     current_key: Option<K>,
     clock: Arc<dyn Clock>,
     any_ttl: bool,
+    /// Operator uid and subtask, for opening a disk store.
+    scope: (String, usize),
     /// Restored entries by table name, waiting for the table to be registered (its types are
     /// known only then).
     restored: HashMap<String, (String, Vec<EntryBytes>)>,
@@ -172,6 +198,8 @@ impl<K: Key> KeyedStateStore<K> {
     pub fn new(backend: &dyn StateBackend, clock: Arc<dyn Clock>) -> Self {
         KeyedStateStore {
             kind: backend.table_kind(),
+            kv: None,
+            max_parallelism: weir_types::keygroup::DEFAULT_MAX_PARALLELISM,
             tables: Vec::new(),
             names: HashMap::new(),
             current_key: None,
@@ -179,7 +207,16 @@ impl<K: Key> KeyedStateStore<K> {
             any_ttl: false,
             restored: HashMap::new(),
             restored_timers: Vec::new(),
+            scope: (String::new(), 0),
         }
+    }
+
+    /// Names the operator subtask (a disk backend keeps its files under it) and the number of
+    /// key groups.
+    pub fn with_scope(mut self, uid: &str, subtask: usize, max_parallelism: usize) -> Self {
+        self.scope = (uid.to_string(), subtask);
+        self.max_parallelism = max_parallelism;
+        self
     }
 
     /// Loads a snapshot's key-group blocks (restore). Entries go into their tables when the
@@ -249,8 +286,27 @@ impl<K: Key> KeyedStateStore<K> {
                 Err(StateError::TypeMismatch(name.to_string()))
             };
         }
-        let table: Box<dyn Table<K, N, Stamped<V>>> = match self.kind {
+        let table: Box<dyn Table<K, N, Stamped<V>>> = match &self.kind {
             TableKind::Heap => Box::new(HeapTable::default()),
+            TableKind::Bytes(factory) => {
+                let kv = match &self.kv {
+                    Some(kv) => kv.clone(),
+                    None => {
+                        let kv: SharedKv = Rc::new(RefCell::new(
+                            factory
+                                .open(&self.scope.0, self.scope.1)
+                                .map_err(StateError::Backend)?,
+                        ));
+                        self.kv = Some(kv.clone());
+                        kv
+                    }
+                };
+                Box::new(BytesTable::<K, N, V>::new(
+                    kv,
+                    self.tables.len() as u32,
+                    self.max_parallelism,
+                ))
+            }
         };
         self.any_ttl |= ttl.is_some();
         let mut slot = Slot::<K, N, V> { table, ttl };

@@ -179,9 +179,12 @@ impl StreamEnv {
             }
             match o.state_backend.as_deref() {
                 None | Some("memory") => i.cfg.state_backend = Arc::new(MemoryBackend),
+                Some("memory-bytes") => {
+                    i.cfg.state_backend = Arc::new(weir_state::BytesMemoryBackend)
+                }
                 Some(other) => {
                     return Err(WeirError::Config(format!(
-                        "unknown state backend '{other}' (available: memory)"
+                        "unknown state backend '{other}' (available: memory, memory-bytes)"
                     )))
                 }
             }
@@ -268,6 +271,11 @@ impl StreamEnv {
     /// Starts from a checkpoint: the latest complete one, or a given directory.
     pub fn with_restore(self, from: RestoreFrom) -> Self {
         self.inner.borrow_mut().cfg.restore = Some(from);
+        self
+    }
+    /// Keeps keyed state in `backend`.
+    pub fn with_state_backend(self, backend: Arc<dyn weir_state::StateBackend>) -> Self {
+        self.inner.borrow_mut().cfg.state_backend = backend;
         self
     }
     /// Sets the periodic watermark interval.

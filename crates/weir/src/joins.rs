@@ -297,7 +297,11 @@ impl<K: Key, A: Data, B: Data, R> IntervalJoinOp<K, A, B, F2<A, B, R>> {
         late_left: Option<String>,
         late_right: Option<String>,
     ) -> Result<Self> {
-        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone());
+        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()).with_scope(
+            &ctx.uid,
+            ctx.subtask,
+            ctx.max_parallelism,
+        );
         let cfg = |e: weir_state::StateError| WeirError::Config(e.to_string());
         let left = MapState::register(&mut store, "left-buffer").map_err(cfg)?;
         let right = MapState::register(&mut store, "right-buffer").map_err(cfg)?;

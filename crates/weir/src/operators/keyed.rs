@@ -25,7 +25,11 @@ pub(crate) struct KeyedCore<K: Key> {
 impl<K: Key> KeyedCore<K> {
     /// A store and timer service, restored from `ctx.restored` when restoring.
     pub fn new(ctx: &OperatorContext) -> Result<Self> {
-        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone());
+        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()).with_scope(
+            &ctx.uid,
+            ctx.subtask,
+            ctx.max_parallelism,
+        );
         let mut timers = TimerService::default();
         if let Some(r) = &ctx.restored {
             store

@@ -122,7 +122,11 @@ where
         lateness_ms: i64,
         late_tag: Option<String>,
     ) -> Result<Self> {
-        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone());
+        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()).with_scope(
+            &ctx.uid,
+            ctx.subtask,
+            ctx.max_parallelism,
+        );
         let cfg = |e: weir_state::StateError| WeirError::Config(e.to_string());
         let contents =
             AggregatingState::register(&mut store, "window-contents", agg, None).map_err(cfg)?;
