@@ -39,6 +39,9 @@ pub struct JobConfig {
     /// Restore from this checkpoint directory (relative to the checkpoint storage) or the
     /// latest complete one.
     pub restore: Option<crate::restart::RestoreFrom>,
+    /// Restore even if the checkpoint has state of operators (uids) the job no longer has;
+    /// that state is dropped. Off by default: a renamed operator would silently lose state.
+    pub allow_non_restored_state: bool,
 }
 
 impl Default for JobConfig {
@@ -54,6 +57,7 @@ impl Default for JobConfig {
             checkpoints: None,
             restart: crate::restart::RestartStrategy::None,
             restore: None,
+            allow_non_restored_state: false,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Runs a [`Graph`]: chains operators into tasks, wires channels, starts a thread per task
 //! subtask, and waits for the end, the first failure, or cancellation.
 use crate::channel::{channel, Sender};
-use crate::checkpoint::coordinator::{self, Command, Report};
+use crate::checkpoint::coordinator::{self, Command, Report, SavepointRequest};
 use crate::checkpoint::format::{list_checkpoints, load_checkpoint, load_latest, LoadedCheckpoint};
 use crate::checkpoint::RestoredState;
 use crate::context::{CancelToken, JobConfig, OperatorContext, SideOutputs, TaskShared};
@@ -202,6 +202,45 @@ impl Builder<'_> {
     }
 }
 
+/// Controls a running job from outside: cancel it, or take savepoints.
+#[derive(Clone)]
+pub struct JobControl {
+    /// Cancels the job.
+    pub cancel: CancelToken,
+    tx: cb::Sender<SavepointRequest>,
+    rx: cb::Receiver<SavepointRequest>,
+}
+
+impl Default for JobControl {
+    fn default() -> Self {
+        Self::new(CancelToken::new())
+    }
+}
+
+impl JobControl {
+    /// A control around `cancel`.
+    pub fn new(cancel: CancelToken) -> Self {
+        let (tx, rx) = cb::unbounded();
+        JobControl { cancel, tx, rx }
+    }
+    /// Takes a savepoint and returns its directory (relative to the checkpoint storage);
+    /// `stop` then stops the job; `drain` first ends the input (final watermark: every window
+    /// and timer fires) and stops. Blocks until the savepoint is written or fails.
+    pub fn savepoint(&self, stop: bool, drain: bool) -> Result<String> {
+        let (reply, rx) = cb::bounded(1);
+        self.tx
+            .send(SavepointRequest {
+                stop: stop || drain,
+                drain,
+                reply,
+            })
+            .map_err(|_| WeirError::Internal("the job is gone".into()))?;
+        rx.recv().map_err(|_| {
+            WeirError::Internal("the job ended before the savepoint completed".into())
+        })?
+    }
+}
+
 /// The uid of node `i`: the user's, or `<index>-<name>`.
 pub fn node_uid(g: &Graph, i: NodeId) -> String {
     g.nodes[i]
@@ -214,11 +253,22 @@ pub fn node_uid(g: &Graph, i: NodeId) -> String {
 /// checkpoint after failures as the restart strategy allows, and returns the first real
 /// failure otherwise (never a cascade of cancellations).
 pub fn execute(
-    mut graph: Graph,
+    graph: Graph,
     cfg: JobConfig,
     cancel: CancelToken,
     metrics: MetricsRegistry,
 ) -> Result<JobResult> {
+    execute_with(graph, cfg, JobControl::new(cancel), metrics)
+}
+
+/// [`execute`] with a [`JobControl`] for savepoints.
+pub fn execute_with(
+    mut graph: Graph,
+    cfg: JobConfig,
+    control: JobControl,
+    metrics: MetricsRegistry,
+) -> Result<JobResult> {
+    let cancel = control.cancel.clone();
     for i in 0..graph.edges.len() {
         let (f, t) = (graph.edges[i].from, graph.edges[i].to);
         let same = graph.nodes[f].parallelism == graph.nodes[t].parallelism;
@@ -249,6 +299,24 @@ pub fn execute(
         }
         (Some(RestoreFrom::Dir(d)), Some(c)) => Some(load_checkpoint(&*c.storage, d)?),
     };
+    if let Some(r) = &restore {
+        let uids: Vec<String> = (0..g.nodes.len()).map(|i| node_uid(&g, i)).collect();
+        let orphans: Vec<&String> = r
+            .snapshots
+            .keys()
+            .map(|s| &s.uid)
+            .filter(|u| !uids.contains(u))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !orphans.is_empty() && !cfg.allow_non_restored_state {
+            return Err(WeirError::Config(format!(
+                "checkpoint {} has state for operators this job does not have ({}); set their uids, or allow dropping it (--allow-non-restored-state)",
+                r.dir,
+                orphans.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
     let restored_from = restore.as_ref().map(|r| r.manifest.id);
     let mut tracker = RestartTracker::new(cfg.restart.clone());
     let mut tasks = Vec::new();
@@ -258,7 +326,7 @@ pub fn execute(
             &g,
             &chained,
             &cfg,
-            &cancel,
+            &control,
             &metrics,
             restore.as_ref(),
             &mut tasks,
@@ -303,7 +371,7 @@ fn run_attempt(
     g: &Arc<Graph>,
     chained: &Arc<Vec<bool>>,
     cfg: &JobConfig,
-    external: &CancelToken,
+    external: &JobControl,
     metrics: &MetricsRegistry,
     restore: Option<&LoadedCheckpoint>,
     tasks: &mut Vec<String>,
@@ -318,7 +386,7 @@ fn run_attempt_inner(
     g: &Arc<Graph>,
     chained: &Arc<Vec<bool>>,
     cfg: &JobConfig,
-    external: &CancelToken,
+    control: &JobControl,
     metrics: &MetricsRegistry,
     restore: Option<&LoadedCheckpoint>,
     tasks: &mut Vec<String>,
@@ -424,6 +492,7 @@ fn run_attempt_inner(
                 next_id: existing.max(restore.map_or(0, |r| r.manifest.id)) + 1,
                 clock: cfg.clock.clone(),
                 metrics: metrics.clone(),
+                stop_job: control.cancel.clone(),
             };
             let cancel = cancel.clone();
             Some(
@@ -544,9 +613,19 @@ fn run_attempt_inner(
     }
     drop(events_tx);
     // Wait for the tasks, passing the user's cancellation on.
+    let external = &control.cancel;
     while handles.iter().any(|h| !h.is_finished()) {
         if external.is_cancelled() {
             cancel.cancel();
+        }
+        while let Ok(req) = control.rx.try_recv() {
+            if coordinator.is_some() {
+                let _ = cmd_tx.send(Command::Savepoint(req));
+            } else {
+                let _ = req.reply.send(Err(WeirError::Config(
+                    "savepoints need checkpointing (--checkpoint-dir)".into(),
+                )));
+            }
         }
         std::thread::sleep(Duration::from_millis(5));
     }

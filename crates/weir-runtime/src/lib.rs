@@ -39,7 +39,7 @@ pub mod watermark;
 pub use context::{
     BadRecordPolicy, CancelToken, DeadLetter, JobConfig, OperatorContext, PositionKind, TaskShared,
 };
-pub use executor::{execute, JobResult};
+pub use executor::{execute, execute_with, JobControl, JobResult};
 pub use operator::{OneInputOperator, TwoInputOperator};
 pub use output::{Control, Output};
 pub use source::{Poll, Source, SourceOutput, SourceReader};

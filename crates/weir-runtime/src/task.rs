@@ -45,6 +45,9 @@ pub enum Mail {
     Complete(u64),
     /// Checkpoint `n` was abandoned: stop aligning for it.
     Abort(u64),
+    /// (Sources) end now, as at the end of bounded input: final watermark, end of input (stop
+    /// with a draining savepoint).
+    Drain,
 }
 
 /// A task's mailbox: wake-ups (coalesced) and coordinator mail.
@@ -314,7 +317,7 @@ pub fn run_input_task(
                                 }
                             }
                         }
-                        Mail::Trigger(_) => {} // only sources are triggered
+                        Mail::Trigger(_) | Mail::Drain => {} // only for sources
                     }
                     continue;
                 }
@@ -521,9 +524,10 @@ pub fn run_source_task<T: 'static>(
                 reader.notify_checkpoint_complete(id)?;
                 out.control(&mut Control::CheckpointComplete(id))
             }
-            Mail::Abort(_) => Ok(()),
+            Mail::Abort(_) | Mail::Drain => Ok(()),
         }
     };
+    let mut draining = false;
     loop {
         if cancel.is_cancelled() {
             return Err(WeirError::Cancelled);
@@ -552,8 +556,10 @@ pub fn run_source_task<T: 'static>(
             out.control(&mut Control::Wake)?;
         }
         while let Ok(mail) = mailbox.ctl_rx.try_recv() {
+            draining |= mail == Mail::Drain;
             on_mail(reader, out, mail, &mut checkpoint)?;
         }
+        let status = if draining { Poll::Finished } else { status };
         match status {
             Poll::Ready => {}
             Poll::Pending(ms) => {
@@ -561,7 +567,7 @@ pub fn run_source_task<T: 'static>(
                 let wait = wait_ms(&*clock, next_deadline).min(ms.max(1));
                 cb::select! {
                     recv(mailbox.rx) -> m => if m.is_ok() { out.control(&mut Control::Wake)?; },
-                    recv(mailbox.ctl_rx) -> m => if let Ok(mail) = m { on_mail(reader, out, mail, &mut checkpoint)?; },
+                    recv(mailbox.ctl_rx) -> m => if let Ok(mail) = m { draining |= mail == Mail::Drain; on_mail(reader, out, mail, &mut checkpoint)?; },
                     default(Duration::from_millis(wait)) => {},
                 }
             }

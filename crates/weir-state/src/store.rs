@@ -96,6 +96,13 @@ impl std::fmt::Display for StateError {
 }
 impl std::error::Error for StateError {}
 
+/// A conversion of restored state bytes from one stored type to another.
+struct Migration {
+    from: String,
+    to: String,
+    convert: Box<dyn Fn(&[u8]) -> Result<Vec<u8>, String>>,
+}
+
 /// A table behind type erasure, with what every table can do without knowing its types.
 pub(crate) trait ErasedTable: Any {
     fn as_any_mut(&mut self) -> &mut dyn Any;
@@ -187,6 +194,8 @@ pub struct KeyedStateStore<K> {
     any_ttl: bool,
     /// Operator uid and subtask, for opening a disk store.
     scope: (String, usize),
+    /// Conversions of restored state from an old stored type, by state name.
+    migrations: HashMap<String, Vec<Migration>>,
     /// Restored entries by table name, waiting for the table to be registered (its types are
     /// known only then).
     restored: HashMap<String, (String, Vec<EntryBytes>)>,
@@ -208,7 +217,49 @@ impl<K: Key> KeyedStateStore<K> {
             restored: HashMap::new(),
             restored_timers: Vec::new(),
             scope: (String::new(), 0),
+            migrations: HashMap::new(),
         }
+    }
+
+    /// Converts restored state `name` stored as `Old` into `New` (the stored type: the value
+    /// type for value and reducing state, `Vec<T>` for list state, `HashMap<K, V>` for map
+    /// state, the accumulator for aggregating state). Call before registering the state.
+    pub fn migrate<Old: Data, New: Data>(&mut self, name: &str, f: impl Fn(Old) -> New + 'static) {
+        let m: Migration = Migration {
+            from: std::any::type_name::<Old>().to_string(),
+            to: std::any::type_name::<New>().to_string(),
+            convert: Box::new(move |b: &[u8]| {
+                let old: Old =
+                    postcard::from_bytes(b).map_err(|e| format!("decoding the old type: {e}"))?;
+                Ok(to_bytes(&f(old)))
+            }),
+        };
+        self.migrations.entry(name.to_string()).or_default().push(m);
+    }
+
+    /// Applies registered migrations to restored entries of `name` written as `type_name`.
+    fn migrated(
+        &self,
+        name: &str,
+        mut type_name: String,
+        mut entries: Vec<EntryBytes>,
+    ) -> Result<(String, Vec<EntryBytes>), StateError> {
+        // Follow a chain of migrations (v1 -> v2 -> v3), each at most once.
+        for _ in 0..8 {
+            let Some(m) = self
+                .migrations
+                .get(name)
+                .and_then(|ms| ms.iter().find(|m| m.from == type_name))
+            else {
+                break;
+            };
+            for e in &mut entries {
+                e.value = (m.convert)(&e.value)
+                    .map_err(|x| StateError::Corrupt(format!("migrating state '{name}': {x}")))?;
+            }
+            type_name = m.to.clone();
+        }
+        Ok((type_name, entries))
     }
 
     /// Names the operator subtask (a disk backend keeps its files under it) and the number of
@@ -311,6 +362,7 @@ impl<K: Key> KeyedStateStore<K> {
         self.any_ttl |= ttl.is_some();
         let mut slot = Slot::<K, N, V> { table, ttl };
         if let Some((type_name, entries)) = self.restored.remove(name) {
+            let (type_name, entries) = self.migrated(name, type_name, entries)?;
             slot.restore(&type_name, &entries)
                 .map_err(|e| StateError::Corrupt(format!("state '{name}': {e}")))?;
         }
@@ -465,5 +517,61 @@ mod tests {
         let mut b: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock);
         b.restore_blocks(&blocks).unwrap();
         assert!(ValueState::<Vec<u64>>::register(&mut b, "s").is_err());
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use crate::handles::ValueState;
+    use serde::{Deserialize, Serialize};
+    use weir_types::ManualClock;
+
+    #[derive(Clone, Serialize, Deserialize, PartialEq, Debug)]
+    struct V1 {
+        count: u32,
+    }
+    #[derive(Clone, Serialize, Deserialize, PartialEq, Debug)]
+    struct V2 {
+        count: u64,
+        label: String,
+    }
+
+    #[test]
+    fn state_written_as_an_old_type_migrates_to_the_new_one() {
+        let clock = Arc::new(ManualClock::new(0));
+        let mut a: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock.clone());
+        let s: ValueState<V1> = ValueState::register(&mut a, "s").unwrap();
+        for k in 0..10u64 {
+            a.set_current_key(k);
+            s.set(&mut a, V1 { count: k as u32 });
+        }
+        let blocks = a.snapshot_blocks(128, vec![]);
+        // Without a migration: refused, naming both types.
+        let mut b: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock.clone());
+        b.restore_blocks(&blocks).unwrap();
+        let err = ValueState::<V2>::register(&mut b, "s")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("V1") && err.contains("V2"), "{err}");
+        // With one: converted.
+        let mut c: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock);
+        c.migrate::<V1, V2>("s", |o| V2 {
+            count: o.count as u64 * 10,
+            label: "migrated".into(),
+        });
+        c.restore_blocks(&blocks).unwrap();
+        let s2: ValueState<V2> = ValueState::register(&mut c, "s").unwrap();
+        for k in 0..10u64 {
+            c.set_current_key(k);
+            assert_eq!(
+                s2.get(&mut c),
+                Some(V2 {
+                    count: k * 10,
+                    label: "migrated".into()
+                })
+            );
+        }
     }
 }

@@ -12,7 +12,7 @@ use weir_runtime::graph::{
     Graph, Node, NodeId, NodeKind, OperatorNode, TypedSource, DEAD_LETTER_TAG,
 };
 use weir_runtime::restart::{RestartStrategy, RestoreFrom};
-use weir_runtime::{BadRecordPolicy, CancelToken, JobConfig, JobResult, Source};
+use weir_runtime::{BadRecordPolicy, CancelToken, JobConfig, JobControl, JobResult, Source};
 use weir_state::MemoryBackend;
 use weir_types::metrics::MetricsRegistry;
 use weir_types::{Clock, Data, Result, WeirError};
@@ -53,16 +53,39 @@ struct Cli {
 }
 
 static CTRL_C: Once = Once::new();
-static RUNNING: Mutex<Vec<CancelToken>> = Mutex::new(Vec::new());
+static RUNNING: Mutex<Vec<JobControl>> = Mutex::new(Vec::new());
 
-fn install_ctrl_c() {
+/// Ctrl-C (SIGINT) cancels; SIGUSR1 takes a savepoint; SIGUSR2 stops with a savepoint.
+fn install_signals() {
     CTRL_C.call_once(|| {
         let _ = ctrlc::set_handler(|| {
             eprintln!("weir: interrupted, cancelling the job");
             for t in RUNNING.lock().unwrap().iter() {
-                t.cancel();
+                t.cancel.cancel();
             }
         });
+        if let Ok(mut signals) = signal_hook::iterator::Signals::new([
+            signal_hook::consts::SIGUSR1,
+            signal_hook::consts::SIGUSR2,
+        ]) {
+            let _ = std::thread::Builder::new()
+                .name("weir:signals".into())
+                .spawn(move || {
+                    for sig in signals.forever() {
+                        let stop = sig == signal_hook::consts::SIGUSR2;
+                        let jobs: Vec<JobControl> = RUNNING.lock().unwrap().clone();
+                        for j in jobs {
+                            std::thread::spawn(move || match j.savepoint(stop, false) {
+                                Ok(dir) => eprintln!(
+                                    "weir: savepoint written: {dir}{}",
+                                    if stop { "; stopping" } else { "" }
+                                ),
+                                Err(e) => eprintln!("weir: savepoint failed: {e}"),
+                            });
+                        }
+                    }
+                });
+        }
     });
 }
 
@@ -161,6 +184,7 @@ impl StreamEnv {
                 }
                 (None, None) => {}
             }
+            i.cfg.allow_non_restored_state = o.allow_non_restored_state;
             if let Some(r) = &o.restore {
                 i.cfg.restore = Some(if r == "latest" {
                     RestoreFrom::Latest
@@ -266,6 +290,11 @@ impl StreamEnv {
     /// What to do when a task fails.
     pub fn with_restart_strategy(self, r: RestartStrategy) -> Self {
         self.inner.borrow_mut().cfg.restart = r;
+        self
+    }
+    /// Restores even if the checkpoint has state of operators this job no longer has.
+    pub fn allow_non_restored_state(self) -> Self {
+        self.inner.borrow_mut().cfg.allow_non_restored_state = true;
         self
     }
     /// Starts from a checkpoint: the latest complete one, or a given directory.
@@ -376,28 +405,31 @@ impl StreamEnv {
     /// then returns `Ok` with `cancelled = true`).
     pub fn execute(&self, name: &str) -> Result<JobResult> {
         let (graph, cfg, metrics) = self.take_graph()?;
-        install_ctrl_c();
-        let token = CancelToken::new();
-        RUNNING.lock().unwrap().push(token.clone());
+        install_signals();
+        let control = JobControl::new(CancelToken::new());
+        RUNNING.lock().unwrap().push(control.clone());
         tracing::info!("starting job '{name}'");
-        let r = weir_runtime::execute(graph, cfg, token.clone(), metrics);
-        RUNNING.lock().unwrap().retain(|t| !t.same_as(&token));
+        let r = weir_runtime::execute_with(graph, cfg, control.clone(), metrics);
+        RUNNING
+            .lock()
+            .unwrap()
+            .retain(|t| !t.cancel.same_as(&control.cancel));
         r
     }
 
     /// Starts the job in the background.
     pub fn execute_async(&self, name: &str) -> Result<JobHandle> {
         let (graph, cfg, metrics) = self.take_graph()?;
-        let token = CancelToken::new();
-        let t2 = token.clone();
+        let control = JobControl::new(CancelToken::new());
+        let c2 = control.clone();
         let m2 = metrics.clone();
         let name = name.to_string();
         let join = std::thread::Builder::new()
             .name(format!("weir-job:{name}"))
-            .spawn(move || weir_runtime::execute(graph, cfg, t2, m2))
+            .spawn(move || weir_runtime::execute_with(graph, cfg, c2, m2))
             .map_err(|e| WeirError::io("starting the job thread", e))?;
         Ok(JobHandle {
-            token,
+            control,
             join: Some(join),
             metrics,
         })
@@ -406,7 +438,7 @@ impl StreamEnv {
 
 /// A job running in the background.
 pub struct JobHandle {
-    token: CancelToken,
+    control: JobControl,
     join: Option<std::thread::JoinHandle<Result<JobResult>>>,
     metrics: MetricsRegistry,
 }
@@ -414,7 +446,16 @@ pub struct JobHandle {
 impl JobHandle {
     /// Asks the job to stop.
     pub fn cancel(&self) {
-        self.token.cancel()
+        self.control.cancel.cancel()
+    }
+    /// Takes a savepoint (the job goes on); returns its directory in the checkpoint storage.
+    pub fn savepoint(&self) -> Result<String> {
+        self.control.savepoint(false, false)
+    }
+    /// Takes a savepoint and stops the job. With `drain`, the input is ended first (the final
+    /// watermark fires every window and timer) so the savepoint holds no pending work.
+    pub fn stop_with_savepoint(&self, drain: bool) -> Result<String> {
+        self.control.savepoint(true, drain)
     }
     /// Live metrics.
     pub fn metrics(&self) -> weir_types::metrics::MetricsSnapshot {

@@ -187,6 +187,11 @@ impl<K: Key> StateRegistry<'_, K> {
     ) -> weir_types::Result<AggregatingState<IN, ACC, OUT>> {
         AggregatingState::register(self.store, name, agg, ttl).map_err(state_err)
     }
+    /// Converts restored state `name` from an old stored type (call before registering it):
+    /// e.g. `s.migrate::<OldRow, Row>("row", |o| Row { .. })`.
+    pub fn migrate<Old: Data, New: Data>(&mut self, name: &str, f: impl Fn(Old) -> New + 'static) {
+        self.store.migrate(name, f)
+    }
     /// The underlying store (for namespaced state).
     pub fn store(&mut self) -> &mut KeyedStateStore<K> {
         self.store

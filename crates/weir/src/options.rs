@@ -49,6 +49,10 @@ pub struct EnvOptions {
     /// `failure-rate:N:INTERVAL:DELAY` (default with checkpoints: restart forever, 1 s apart).
     #[arg(long, env = "WEIR_RESTART_STRATEGY")]
     pub restart_strategy: Option<String>,
+    /// Restore even if the checkpoint holds state of operators the job no longer has.
+    #[arg(long, env = "WEIR_ALLOW_NON_RESTORED_STATE")]
+    #[serde(default)]
+    pub allow_non_restored_state: bool,
     /// Where keyed state lives: `memory`.
     #[arg(long, env = "WEIR_STATE_BACKEND")]
     pub state_backend: Option<String>,

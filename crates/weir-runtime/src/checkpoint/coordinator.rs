@@ -13,12 +13,26 @@ use weir_types::metrics::{Counter, Gauge, MetricsRegistry};
 use weir_types::{Clock, Result};
 
 /// Commands from the executor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Command {
     /// Every task finished: write the final checkpoint, commit, and stop.
     JobFinished,
     /// The attempt is over (failure or cancellation): stop now.
     Stop,
+    /// Take a savepoint.
+    Savepoint(SavepointRequest),
+}
+
+/// A request for a savepoint: a checkpoint kept until deleted by hand, in `savepoint-N/`.
+#[derive(Debug, Clone)]
+pub struct SavepointRequest {
+    /// Stop the job once the savepoint is complete.
+    pub stop: bool,
+    /// Before the savepoint, end the input as at the end of bounded input: the final watermark
+    /// fires every timer and window (implies `stop`).
+    pub drain: bool,
+    /// Gets the savepoint's directory, or why it failed.
+    pub reply: cb::Sender<Result<String>>,
 }
 
 /// What the coordinator needs to know about the job.
@@ -41,6 +55,8 @@ pub struct Setup {
     pub clock: Arc<dyn Clock>,
     /// Metrics.
     pub metrics: MetricsRegistry,
+    /// The user's cancellation, used to stop the job after a stop-with-savepoint.
+    pub stop_job: crate::context::CancelToken,
 }
 
 struct Pending {
@@ -48,6 +64,7 @@ struct Pending {
     ts_ms: i64,
     started: Instant,
     acks: HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>>,
+    savepoint: Option<SavepointRequest>,
 }
 
 /// Checkpoint metrics.
@@ -89,6 +106,8 @@ pub fn run(
     let mut next_trigger = Instant::now() + pause;
     let mut job_finished = false;
     let mut events_open = true;
+    let mut queued: Option<SavepointRequest> = None;
+    let mut final_savepoint: Option<SavepointRequest> = None;
     loop {
         // Complete the pending checkpoint once every task acknowledged or finished.
         if let Some(p) = &pending {
@@ -123,6 +142,7 @@ pub fn run(
                 ts_ms: setup.clock.now_ms(),
                 started: Instant::now(),
                 acks: HashMap::new(),
+                savepoint: final_savepoint.take(),
             };
             complete(&setup, &m, p, &finished, &mut report)?;
             return Ok(report);
@@ -133,11 +153,19 @@ pub fn run(
             .iter()
             .filter(|(t, _)| !finished.contains_key(t))
             .collect();
-        if pending.is_none()
-            && !job_finished
-            && Instant::now() >= next_trigger
-            && !live_sources.is_empty()
-        {
+        if let Some(req) = queued.take() {
+            if req.drain || live_sources.is_empty() {
+                // Drain: the sources end; the final checkpoint becomes the savepoint.
+                for (_, tx) in &live_sources {
+                    let _ = tx.send(Mail::Drain);
+                }
+                final_savepoint = Some(req);
+            } else {
+                queued = Some(req);
+            }
+        }
+        let due = Instant::now() >= next_trigger || queued.is_some();
+        if pending.is_none() && !job_finished && due && !live_sources.is_empty() {
             let id = next_id;
             next_id += 1;
             let b = CheckpointBarrier {
@@ -152,6 +180,7 @@ pub fn run(
                 ts_ms: b.ts_ms,
                 started: Instant::now(),
                 acks: HashMap::new(),
+                savepoint: queued.take(),
             });
         }
         let wait = if pending.is_some() {
@@ -165,7 +194,13 @@ pub fn run(
         let ev = if events_open {
             cb::select! {
                 recv(events) -> ev => Some(ev.map_err(|_| ())),
-                recv(commands) -> c => { if on_command(c.ok(), &events, &mut pending, &mut finished, &mut job_finished, &setup, &mut next_id) { return Ok(report); } None }
+                recv(commands) -> c => {
+                    match c {
+                        Ok(Command::Savepoint(req)) => queued = Some(req),
+                        c => if on_command(c.ok(), &events, &mut pending, &mut finished, &mut job_finished, &setup, &mut next_id) { return Ok(report); },
+                    }
+                    None
+                }
                 default(wait) => None,
             }
         } else {
@@ -250,6 +285,12 @@ fn on_command(
             false
         }
         Some(Command::Stop) | None => true,
+        Some(Command::Savepoint(req)) => {
+            let _ = req.reply.send(Err(weir_types::WeirError::Internal(
+                "savepoint request routed wrongly".into(),
+            )));
+            false
+        }
     }
 }
 
@@ -269,9 +310,14 @@ fn complete(
     for snaps in p.acks.into_values() {
         snapshots.extend(snaps);
     }
-    let dir = checkpoint_dir(p.id);
+    let savepoint = p.savepoint.is_some();
+    let dir = if savepoint {
+        format!("savepoint-{:010}", p.id)
+    } else {
+        checkpoint_dir(p.id)
+    };
     let storage = &*setup.cfg.storage;
-    let manifest = write_checkpoint(
+    let written = write_checkpoint(
         storage,
         &dir,
         p.id,
@@ -279,8 +325,20 @@ fn complete(
         setup.max_parallelism,
         &setup.parallelism,
         &snapshots,
-        false,
-    )?;
+        savepoint,
+    );
+    let manifest = match written {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(req) = &p.savepoint {
+                let _ = req.reply.send(Err(weir_types::WeirError::Internal(format!(
+                    "savepoint {}: {e}",
+                    p.id
+                ))));
+            }
+            return Err(e);
+        }
+    };
     let bytes: u64 = manifest
         .operators
         .values()
@@ -313,5 +371,12 @@ fn complete(
     );
     report.completed += 1;
     report.last_completed = Some(p.id);
+    if let Some(req) = p.savepoint {
+        tracing::info!("savepoint {} written to {}/{dir}", p.id, storage.describe());
+        let _ = req.reply.send(Ok(dir));
+        if req.stop {
+            setup.stop_job.cancel();
+        }
+    }
     Ok(())
 }
