@@ -96,6 +96,12 @@ impl std::fmt::Display for StateError {
 }
 impl std::error::Error for StateError {}
 
+/// Adds a frozen table's entries to blocks, on another thread.
+pub(crate) type SnapshotJob = Box<dyn FnOnce(&mut Blocks) + Send>;
+
+/// A snapshot of keyed state whose serialization runs later, off the task thread.
+pub type DeferredSnapshot = Box<dyn FnOnce() -> Vec<(u32, Vec<u8>)> + Send>;
+
 /// A conversion of restored state bytes from one stored type to another.
 struct Migration {
     from: String,
@@ -111,6 +117,11 @@ pub(crate) trait ErasedTable: Any {
     fn purge_expired(&mut self, now_ms: i64);
     /// Adds every live entry to `blocks`, by key group.
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks);
+    /// Freezes the entries (O(1) for the heap backend) and returns a job that adds them to
+    /// `blocks` later, on another thread.
+    fn snapshot_job(&mut self, name: &str, max_parallelism: usize, now_ms: i64) -> SnapshotJob;
+    /// Background housekeeping.
+    fn maintain(&mut self);
     /// Inserts restored entries written with value type `type_name`.
     fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String>;
 }
@@ -159,6 +170,38 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
                 written_ms: v.written_ms,
             });
         });
+    }
+    fn snapshot_job(&mut self, name: &str, max_parallelism: usize, now_ms: i64) -> SnapshotJob {
+        let entries = self.table.frozen_entries();
+        let ttl = self.ttl;
+        let name = name.to_string();
+        Box::new(move |blocks: &mut Blocks| {
+            entries(&mut |k, n, v| {
+                if ttl.is_some_and(|t| now_ms - v.written_ms >= t.ttl_ms) {
+                    return;
+                }
+                let key = to_bytes(k);
+                let kg =
+                    key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&key), max_parallelism) as u32;
+                let block = blocks.entry(kg).or_default();
+                if block.tables.last().is_none_or(|t| t.0 != name) {
+                    block.tables.push((
+                        name.clone(),
+                        std::any::type_name::<V>().to_string(),
+                        Vec::new(),
+                    ));
+                }
+                block.tables.last_mut().unwrap().2.push(EntryBytes {
+                    key,
+                    ns: to_bytes(n),
+                    value: to_bytes(&v.value),
+                    written_ms: v.written_ms,
+                });
+            })
+        })
+    }
+    fn maintain(&mut self) {
+        self.table.maintain()
     }
     fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String> {
         let now = std::any::type_name::<V>();
@@ -296,6 +339,48 @@ impl<K: Key> KeyedStateStore<K> {
     /// The restored timers, once (the operator owns its timer service).
     pub fn take_restored_timers(&mut self) -> Vec<TimerBytes> {
         std::mem::take(&mut self.restored_timers)
+    }
+
+    /// A snapshot in two parts: now, the tables are frozen (O(1) each for the heap backend,
+    /// copy-on-write) and `timers` taken; the returned job serializes everything by key group
+    /// later, on another thread, while processing goes on.
+    pub fn snapshot_deferred(
+        &mut self,
+        max_parallelism: usize,
+        timers: Vec<(i64, u8, Vec<u8>, Vec<u8>)>,
+    ) -> DeferredSnapshot {
+        let now = self.clock.now_ms();
+        let mut names: Vec<(String, usize)> =
+            self.names.iter().map(|(n, i)| (n.clone(), *i)).collect();
+        names.sort();
+        let jobs: Vec<SnapshotJob> = names
+            .iter()
+            .map(|(n, i)| self.tables[*i].snapshot_job(n, max_parallelism, now))
+            .collect();
+        Box::new(move || {
+            let mut blocks = Blocks::new();
+            for j in jobs {
+                j(&mut blocks);
+            }
+            for (ts, domain, key, ns) in timers {
+                let kg =
+                    key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&key), max_parallelism) as u32;
+                blocks.entry(kg).or_default().timers.push(TimerBytes {
+                    domain,
+                    ts,
+                    key,
+                    ns,
+                });
+            }
+            encode_blocks(blocks)
+        })
+    }
+
+    /// Merges copy-on-write deltas of finished snapshots back (cheap; call now and then).
+    pub fn maintain(&mut self) {
+        for t in &mut self.tables {
+            t.maintain();
+        }
     }
 
     /// Every table's live entries, plus `timers`, grouped by key group.

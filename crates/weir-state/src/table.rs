@@ -2,6 +2,7 @@
 use hashbrown::{Equivalent, HashMap};
 use serde::{Deserialize, Serialize};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use weir_types::Data;
 
 /// What a namespace must be: `()` for plain keyed state, a window for window state.
@@ -41,6 +42,24 @@ pub trait Table<K, N, V> {
     fn for_each(&self, f: &mut dyn FnMut(&K, &N, &V));
     /// Keeps only the entries for which `f` returns true.
     fn retain(&mut self, f: &mut dyn FnMut(&K, &N, &mut V) -> bool);
+    /// A consistent view of every entry, to visit later on another thread while this table
+    /// keeps changing (a snapshot's asynchronous part). The default copies the entries now.
+    fn frozen_entries(&mut self) -> FrozenEntries<K, N, V>
+    where
+        K: Clone + Send + 'static,
+        N: Clone + Send + 'static,
+        V: Clone + Send + 'static,
+    {
+        let mut all = Vec::with_capacity(self.len());
+        self.for_each(&mut |k, n, v| all.push((k.clone(), n.clone(), v.clone())));
+        Box::new(move |f| {
+            for (k, n, v) in &all {
+                f(k, n, v)
+            }
+        })
+    }
+    /// Background housekeeping (merging a finished snapshot's copy-on-write delta).
+    fn maintain(&mut self) {}
 }
 
 /// Borrowed `(key, namespace)`, to look up without cloning either.
@@ -60,27 +79,128 @@ impl<K: Eq, N: Eq> Equivalent<(K, N)> for Pair<'_, K, N> {
     }
 }
 
+/// Visits every entry of a frozen view of a table, later and on another thread.
+pub type FrozenEntries<K, N, V> = Box<dyn FnOnce(&mut dyn FnMut(&K, &N, &V)) + Send>;
+
 /// The memory backend's table: a hash map of objects. Access costs one hash lookup, no
 /// serialization.
+///
+/// Snapshots are copy-on-write: [`HeapTable::freeze`] moves the map into an `Arc` (O(1)) that a
+/// background thread serializes, while new writes go to a small delta (an entry is copied from
+/// the frozen map the first time it is changed). The delta is merged back once the snapshot is
+/// done with the map, which costs the number of writes since the freeze, not the state size.
 pub struct HeapTable<K, N, V> {
     map: HashMap<(K, N), V>,
+    frozen: Option<Frozen<K, N, V>>,
+}
+
+struct Frozen<K, N, V> {
+    base: Arc<HashMap<(K, N), V>>,
+    /// `Some(v)`: changed or added since the freeze; `None`: removed.
+    delta: HashMap<(K, N), Option<V>>,
 }
 
 impl<K, N, V> Default for HeapTable<K, N, V> {
     fn default() -> Self {
         HeapTable {
             map: HashMap::new(),
+            frozen: None,
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> Table<K, N, V> for HeapTable<K, N, V> {
+impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V: Clone> HeapTable<K, N, V> {
+    /// Merges the delta back if the snapshot no longer uses the frozen map. With `force`, also
+    /// when it still does (copying the map: only when snapshots overlap).
+    fn thaw(&mut self, force: bool) -> bool {
+        let Some(f) = self.frozen.take() else {
+            return true;
+        };
+        let base = match Arc::try_unwrap(f.base) {
+            Ok(map) => map,
+            Err(shared) if force => (*shared).clone(),
+            Err(shared) => {
+                self.frozen = Some(Frozen {
+                    base: shared,
+                    delta: f.delta,
+                });
+                return false;
+            }
+        };
+        let mut map = base;
+        for (k, v) in f.delta {
+            match v {
+                Some(v) => {
+                    map.insert(k, v);
+                }
+                None => {
+                    map.remove(&k);
+                }
+            }
+        }
+        self.map = map;
+        true
+    }
+
+    /// Freezes the current entries for a snapshot: O(1) (plus merging the previous snapshot's
+    /// delta). Returns the frozen map.
+    pub fn freeze(&mut self) -> Arc<HashMap<(K, N), V>> {
+        self.thaw(true);
+        let base = Arc::new(std::mem::take(&mut self.map));
+        self.frozen = Some(Frozen {
+            base: base.clone(),
+            delta: HashMap::new(),
+        });
+        base
+    }
+
+    /// Entries changed since the last freeze (tests and metrics).
+    pub fn delta_len(&self) -> usize {
+        self.frozen.as_ref().map_or(0, |f| f.delta.len())
+    }
+}
+
+impl<K, N, V> Table<K, N, V> for HeapTable<K, N, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    N: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
     #[inline]
     fn read(&self, key: &K, ns: &N, f: &mut dyn FnMut(Option<&V>)) {
-        f(self.map.get(&Pair(key, ns)))
+        match &self.frozen {
+            None => f(self.map.get(&Pair(key, ns))),
+            Some(fr) => match fr.delta.get(&Pair(key, ns)) {
+                Some(v) => f(v.as_ref()),
+                None => f(fr.base.get(&Pair(key, ns))),
+            },
+        }
     }
     #[inline]
     fn upsert(&mut self, key: &K, ns: &N, f: &mut dyn FnMut(Option<&mut V>) -> Option<V>) {
+        if let Some(fr) = &mut self.frozen {
+            if let Some(slot) = fr.delta.get_mut(&Pair(key, ns)) {
+                match slot {
+                    Some(v) => {
+                        f(Some(v));
+                    }
+                    None => *slot = f(None),
+                }
+                return;
+            }
+            let mut cur = fr.base.get(&Pair(key, ns)).cloned();
+            let new = match cur.as_mut() {
+                Some(v) => {
+                    f(Some(v));
+                    cur
+                }
+                None => f(None),
+            };
+            if new.is_some() || fr.base.contains_key(&Pair(key, ns)) {
+                fr.delta.insert((key.clone(), ns.clone()), new);
+            }
+            return;
+        }
         match self.map.get_mut(&Pair(key, ns)) {
             Some(v) => {
                 f(Some(v));
@@ -94,6 +214,15 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> Table<K, N, V> for HeapTable
     }
     #[inline]
     fn put(&mut self, key: &K, ns: &N, v: V) {
+        if let Some(fr) = &mut self.frozen {
+            match fr.delta.get_mut(&Pair(key, ns)) {
+                Some(slot) => *slot = Some(v),
+                None => {
+                    fr.delta.insert((key.clone(), ns.clone()), Some(v));
+                }
+            }
+            return;
+        }
         match self.map.get_mut(&Pair(key, ns)) {
             Some(slot) => *slot = v,
             None => {
@@ -103,17 +232,146 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> Table<K, N, V> for HeapTable
     }
     #[inline]
     fn remove(&mut self, key: &K, ns: &N) -> Option<V> {
+        if let Some(fr) = &mut self.frozen {
+            let old = match fr.delta.get_mut(&Pair(key, ns)) {
+                Some(slot) => slot.take(),
+                None => {
+                    let old = fr.base.get(&Pair(key, ns)).cloned();
+                    if old.is_some() {
+                        fr.delta.insert((key.clone(), ns.clone()), None);
+                    }
+                    old
+                }
+            };
+            return old;
+        }
         self.map.remove(&Pair(key, ns))
     }
     fn len(&self) -> usize {
-        self.map.len()
+        match &self.frozen {
+            None => self.map.len(),
+            Some(fr) => {
+                let mut n = fr.base.len() as isize;
+                for (k, v) in &fr.delta {
+                    match (fr.base.contains_key(k), v.is_some()) {
+                        (true, false) => n -= 1,
+                        (false, true) => n += 1,
+                        _ => {}
+                    }
+                }
+                n as usize
+            }
+        }
     }
     fn for_each(&self, f: &mut dyn FnMut(&K, &N, &V)) {
-        for ((k, n), v) in &self.map {
-            f(k, n, v)
+        match &self.frozen {
+            None => {
+                for ((k, n), v) in &self.map {
+                    f(k, n, v)
+                }
+            }
+            Some(fr) => {
+                for ((k, n), v) in fr.base.iter() {
+                    if !fr.delta.contains_key(&Pair(k, n)) {
+                        f(k, n, v)
+                    }
+                }
+                for ((k, n), v) in &fr.delta {
+                    if let Some(v) = v {
+                        f(k, n, v)
+                    }
+                }
+            }
         }
     }
     fn retain(&mut self, f: &mut dyn FnMut(&K, &N, &mut V) -> bool) {
+        self.thaw(true);
         self.map.retain(|(k, n), v| f(k, n, v))
+    }
+    fn frozen_entries(&mut self) -> FrozenEntries<K, N, V> {
+        let base = self.freeze();
+        Box::new(move |f| {
+            for ((k, n), v) in base.iter() {
+                f(k, n, v)
+            }
+        })
+    }
+    fn maintain(&mut self) {
+        self.thaw(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(t: &HeapTable<u32, (), i64>) -> Vec<(u32, i64)> {
+        let mut v = Vec::new();
+        t.for_each(&mut |k, _, x| v.push((*k, *x)));
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_frozen_snapshot_keeps_its_values_while_the_table_changes() {
+        let mut t: HeapTable<u32, (), i64> = HeapTable::default();
+        for k in 0..5 {
+            t.put(&k, &(), k as i64);
+        }
+        let frozen = t.frozen_entries();
+        // Change, add and remove after the freeze.
+        t.upsert(&0, &(), &mut |v| {
+            *v.unwrap() += 100;
+            None
+        });
+        t.put(&1, &(), 11);
+        t.put(&9, &(), 9);
+        assert_eq!(t.remove(&2, &()), Some(2));
+        assert_eq!(t.remove(&2, &()), None);
+        t.upsert(&2, &(), &mut |v| {
+            assert!(v.is_none(), "removed after the freeze");
+            Some(22)
+        });
+        assert_eq!(t.len(), 6);
+        assert_eq!(
+            view(&t),
+            vec![(0, 100), (1, 11), (2, 22), (3, 3), (4, 4), (9, 9)]
+        );
+        let mut snap = Vec::new();
+        frozen(&mut |k, _, v| snap.push((*k, *v)));
+        snap.sort();
+        assert_eq!(
+            snap,
+            vec![(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)],
+            "the snapshot sees the table as at the freeze"
+        );
+        // The snapshot is done with the frozen map: merging costs only the delta.
+        assert_eq!(t.delta_len(), 4);
+        t.maintain();
+        assert_eq!(t.delta_len(), 0);
+        assert_eq!(
+            view(&t),
+            vec![(0, 100), (1, 11), (2, 22), (3, 3), (4, 4), (9, 9)]
+        );
+        let mut got = None;
+        t.read(&0, &(), &mut |v| got = v.copied());
+        assert_eq!(got, Some(100));
+    }
+
+    #[test]
+    fn a_second_freeze_while_the_first_snapshot_is_still_reading_copies_instead() {
+        let mut t: HeapTable<u32, (), i64> = HeapTable::default();
+        t.put(&1, &(), 1);
+        let first = t.frozen_entries();
+        t.put(&1, &(), 2);
+        let second = t.frozen_entries();
+        t.put(&1, &(), 3);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        first(&mut |_, _, v| a.push(*v));
+        second(&mut |_, _, v| b.push(*v));
+        assert_eq!((a, b), (vec![1], vec![2]));
+        let mut got = None;
+        t.read(&1, &(), &mut |v| got = v.copied());
+        assert_eq!(got, Some(3));
     }
 }

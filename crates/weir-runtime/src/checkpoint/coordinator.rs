@@ -310,6 +310,10 @@ fn complete(
     for snaps in p.acks.into_values() {
         snapshots.extend(snaps);
     }
+    // The asynchronous part: serialize frozen state here, off the task threads.
+    for snap in snapshots.values_mut() {
+        snap.resolve();
+    }
     let savepoint = p.savepoint.is_some();
     let dir = if savepoint {
         format!("savepoint-{:010}", p.id)

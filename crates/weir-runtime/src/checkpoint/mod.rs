@@ -65,11 +65,55 @@ pub struct CheckpointConfig {
     pub storage: Arc<dyn storage::CheckpointStorage>,
 }
 
+/// Keyed state whose serialization was deferred to the coordinator's thread (the
+/// asynchronous part of a snapshot). Resolved once; clones share the result.
+#[derive(Clone, Default)]
+pub struct Deferred(Option<Arc<std::sync::Mutex<DeferredState>>>);
+
+enum DeferredState {
+    Pending(Box<dyn FnOnce() -> Vec<(u32, Vec<u8>)> + Send>),
+    Done(Vec<(u32, Vec<u8>)>),
+    Taken,
+}
+
+impl std::fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Deferred(..)"
+        } else {
+            "Deferred(none)"
+        })
+    }
+}
+
+impl Deferred {
+    /// A job producing `(key_group, bytes)` pairs, to run later.
+    pub fn new(job: Box<dyn FnOnce() -> Vec<(u32, Vec<u8>)> + Send>) -> Self {
+        Deferred(Some(Arc::new(std::sync::Mutex::new(
+            DeferredState::Pending(job),
+        ))))
+    }
+    fn resolve(&self) -> Vec<(u32, Vec<u8>)> {
+        let Some(m) = &self.0 else { return Vec::new() };
+        let mut g = m.lock().unwrap();
+        let v = match std::mem::replace(&mut *g, DeferredState::Taken) {
+            DeferredState::Pending(job) => job(),
+            DeferredState::Done(v) => v,
+            DeferredState::Taken => Vec::new(),
+        };
+        *g = DeferredState::Done(v.clone());
+        v
+    }
+}
+
 /// The state of one operator subtask in one checkpoint.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OperatorSnapshot {
     /// Keyed state and timers, by key group: `(key_group, bytes)` in key-group order.
     pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Keyed state still to serialize (see [`OperatorSnapshot::resolve`]).
+    #[serde(skip)]
+    pub deferred: Deferred,
     /// Non-keyed state (source positions, broadcast state), as entries that are redistributed
     /// by union on rescale: every subtask of the restored operator sees all entries of all
     /// subtasks and keeps its own.
@@ -82,7 +126,19 @@ pub struct OperatorSnapshot {
 impl OperatorSnapshot {
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.keyed.is_empty() && self.operator.is_empty() && self.pending_commit.is_empty()
+        self.keyed.is_empty()
+            && self.operator.is_empty()
+            && self.pending_commit.is_empty()
+            && self.deferred.0.is_none()
+    }
+    /// Runs the deferred serialization (on the coordinator's thread) into `keyed`.
+    pub fn resolve(&mut self) {
+        if self.deferred.0.is_some() {
+            let more = self.deferred.resolve();
+            self.keyed.extend(more);
+            self.keyed.sort_by_key(|(kg, _)| *kg);
+            self.deferred = Deferred::default();
+        }
     }
 }
 

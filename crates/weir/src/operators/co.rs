@@ -147,6 +147,10 @@ impl<K: Key, A: 'static, B: 'static, Out: 'static, F: KeyedCoProcessFunction<K, 
     ) -> Result<OperatorSnapshot> {
         Ok(self.core.snapshot(ctx))
     }
+    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
+        self.core.maintain();
+        Ok(())
+    }
     fn on_watermark(
         &mut self,
         wm: Watermark,

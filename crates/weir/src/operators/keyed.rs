@@ -46,14 +46,20 @@ impl<K: Key> KeyedCore<K> {
         })
     }
 
-    /// Keyed state and timers by key group.
-    pub fn snapshot(&self, ctx: &OperatorContext) -> OperatorSnapshot {
+    /// Keyed state and timers by key group: frozen now, serialized later off this thread.
+    pub fn snapshot(&mut self, ctx: &OperatorContext) -> OperatorSnapshot {
+        let job = self
+            .store
+            .snapshot_deferred(ctx.max_parallelism, self.timers.snapshot());
         OperatorSnapshot {
-            keyed: self
-                .store
-                .snapshot_blocks(ctx.max_parallelism, self.timers.snapshot()),
+            deferred: weir_runtime::checkpoint::Deferred::new(job),
             ..Default::default()
         }
+    }
+
+    /// A checkpoint completed: merge copy-on-write deltas back.
+    pub fn maintain(&mut self) {
+        self.store.maintain();
     }
 
     pub fn after_open(&mut self, ctx: &OperatorContext) {
@@ -170,6 +176,10 @@ impl<K: Key, In: 'static, Out: 'static, F: KeyedProcessFunction<K, In, Out>>
     ) -> Result<OperatorSnapshot> {
         Ok(self.core.snapshot(ctx))
     }
+    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
+        self.core.maintain();
+        Ok(())
+    }
     fn on_watermark(
         &mut self,
         wm: Watermark,
@@ -223,6 +233,10 @@ impl<K: Key, T: weir_types::Data, F: FnMut(T, T) -> T + 'static> OneInputOperato
         _: &mut dyn Output<T>,
     ) -> Result<OperatorSnapshot> {
         Ok(self.core.snapshot(ctx))
+    }
+    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
+        self.core.maintain();
+        Ok(())
     }
     #[inline]
     fn process(

@@ -379,12 +379,17 @@ where
         ctx: &mut OperatorContext,
         _: &mut dyn Output<R>,
     ) -> Result<OperatorSnapshot> {
+        let job = self
+            .store
+            .snapshot_deferred(ctx.max_parallelism, self.timers.snapshot());
         Ok(OperatorSnapshot {
-            keyed: self
-                .store
-                .snapshot_blocks(ctx.max_parallelism, self.timers.snapshot()),
+            deferred: weir_runtime::checkpoint::Deferred::new(job),
             ..Default::default()
         })
+    }
+    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
+        self.store.maintain();
+        Ok(())
     }
 
     fn process(
