@@ -295,3 +295,63 @@ fn dead_letter_takes_malformed_lines_and_the_run_succeeds() {
     );
     assert!(lines[1].contains("\"line\":5"), "{dl}");
 }
+
+#[test]
+fn window_bounds_wrap_like_java_longs_at_the_ends_of_the_timeline() {
+    // Flink computes window bounds in Java longs: next to i64::MAX the end (start + size)
+    // wraps to near i64::MIN, and so does the last ms (end − 1), so the window fires at the
+    // next watermark and is cleaned up with it; a,MAX−3 then finds it late and, being ahead of
+    // the watermark, is dropped without going to the late output. (Weir used to panic here.)
+    check(
+        "a,9223372036854775800,1\na,9223372036854775804,2\n",
+        &["--window", "tumbling:10"],
+        &["a,9223372036854775800,-9223372036854775806,1,1,1,1"],
+        &[],
+    );
+    // Next to i64::MIN the start wraps to near i64::MAX instead.
+    check(
+        "a,-9223372036854775806,1\na,0,2\n",
+        &["--window", "tumbling:10"],
+        &[
+            "a,9223372036854775806,-9223372036854775800,1,1,1,1",
+            "a,0,10,1,2,2,2",
+        ],
+        &[],
+    );
+    check(
+        "a,9223372036854775800,1\n",
+        &["--window", "sliding:10:3"],
+        &[
+            "a,9223372036854775791,9223372036854775801,1,1,1,1",
+            "a,9223372036854775794,9223372036854775804,1,1,1,1",
+            "a,9223372036854775797,9223372036854775807,1,1,1,1",
+            "a,9223372036854775800,-9223372036854775806,1,1,1,1",
+        ],
+        &[],
+    );
+    // A session's end is ts + gap in Java longs too (Weir used to saturate at i64::MAX).
+    check(
+        "a,9223372036854775800,1\n",
+        &["--window", "session:10"],
+        &["a,9223372036854775800,-9223372036854775806,1,1,1,1"],
+        &[],
+    );
+}
+
+#[test]
+fn the_late_record_check_adds_the_lateness_in_java_longs() {
+    // Size 3, slide 5: a,3 falls between windows. Flink calls a record in no window late when
+    // ts + L <= watermark; with L = i64::MAX the sum wraps negative, so a,3 goes to the late
+    // output (Weir used to saturate and drop it).
+    check(
+        "a,0,1\na,100,2\na,3,3\n",
+        &[
+            "--window",
+            "sliding:3:5",
+            "--allowed-lateness",
+            "9223372036854775807ms",
+        ],
+        &["a,0,3,1,1,1,1", "a,100,103,1,2,2,2"],
+        &["a,3,3"],
+    );
+}
