@@ -355,3 +355,24 @@ fn the_late_record_check_adds_the_lateness_in_java_longs() {
         &["a,3,3"],
     );
 }
+
+#[test]
+fn zero_intervals_are_rejected() {
+    // Flink fails on them too: ContinuousEventTimeTrigger.of(0) divides by zero on the first
+    // record; window assigners reject a zero size, slide or gap.
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--window", "tumbling:10", "--early-fire-every", "0ms"][..],
+        &["--window", "tumbling:0"][..],
+        &["--window", "sliding:10:0"][..],
+        &["--window", "session:0s"][..],
+    ] {
+        let o = exec(dir.path(), "a,1,1\n", args);
+        assert!(!o.status.success(), "{args:?} must fail");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !err.contains("panicked"),
+            "{args:?}: a clean error, not a panic: {err}"
+        );
+    }
+}
