@@ -114,6 +114,7 @@ impl AggregateFunction<Event, (u64, i64, i64, i64), (u64, i64, i64, i64)> for St
 
 type Row = (String, i64, i64, u64, i64, i64, i64);
 
+#[allow(clippy::ptr_arg)] // the window function gets the key as &K, K = String
 fn row(key: &String, w: &TimeWindow, s: (u64, i64, i64, i64)) -> Row {
     (key.clone(), w.start, w.end, s.0, s.1, s.2, s.3)
 }

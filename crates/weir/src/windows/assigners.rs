@@ -93,6 +93,7 @@ pub trait WindowAssigner<T>: Send + Sync + 'static {
     }
     /// For merging assigners (sessions): groups of windows to merge, as `(result, merged)`
     /// for each group of more than one distinct window.
+    #[allow(clippy::type_complexity)]
     fn merge(&self, _windows: &[Self::W]) -> Option<Vec<(Self::W, Vec<Self::W>)>> {
         None
     }

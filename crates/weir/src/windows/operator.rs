@@ -111,6 +111,7 @@ where
     R: 'static,
     F: ProcessWindowFunction<K, AOUT, R, A::W>,
 {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &OperatorContext,
         key: KeyFn<T, K>,
