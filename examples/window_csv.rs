@@ -129,6 +129,10 @@ fn main() -> anyhow::Result<()> {
         .as_deref()
         .map(parse_duration_ms)
         .transpose()?;
+    if early == Some(0) {
+        // Flink's ContinuousEventTimeTrigger.of(0) fails the job (division by zero).
+        bail!("--early-fire-every must be at least 1ms");
+    }
     let dead_letters = match cli.bad_lines.as_str() {
         "fail" => None,
         s => match s.strip_prefix("dead-letter:") {
@@ -174,7 +178,16 @@ fn main() -> anyhow::Result<()> {
     let late = OutputTag::<Event>::new("late");
     let keyed = events.key_by(|e: &Event| e.key.clone());
     let spec: Vec<&str> = cli.window.split(':').collect();
-    let ms = |s: &str| parse_duration_ms(s).with_context(|| format!("in --window {}", cli.window));
+    let ms = |s: &str| -> anyhow::Result<i64> {
+        let v = parse_duration_ms(s).with_context(|| format!("in --window {}", cli.window))?;
+        if v <= 0 {
+            bail!(
+                "window sizes, slides and gaps must be positive (--window {})",
+                cli.window
+            );
+        }
+        Ok(v)
+    };
     let lateness_d = millis(lateness as u64);
     macro_rules! finish {
         ($w:expr) => {{

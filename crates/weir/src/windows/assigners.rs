@@ -41,7 +41,9 @@ impl TimeWindow {
 
 impl Window for TimeWindow {
     fn max_timestamp(&self) -> i64 {
-        self.end - 1
+        // Java long arithmetic, as Flink: a window whose end wrapped past i64::MAX (see
+        // `window_start`) keeps Flink's (wrapped) bounds instead of panicking.
+        self.end.wrapping_sub(1)
     }
 }
 
@@ -56,8 +58,13 @@ impl Window for GlobalWindow {
 }
 
 /// The start of the window of `size` (shifted by `offset`) that holds `ts`.
+///
+/// Window bounds use wrapping (Java `long`) arithmetic, as Flink's assigners: within one window
+/// of `i64::MIN` the start wraps to near `i64::MAX`, and near `i64::MAX` the end
+/// (`start + size`) wraps to near `i64::MIN`. Flink produces exactly those windows; checked
+/// arithmetic would panic instead.
 pub fn window_start(ts: i64, offset: i64, size: i64) -> i64 {
-    ts - (ts - offset).rem_euclid(size)
+    ts.wrapping_sub(ts.wrapping_sub(offset).rem_euclid(size))
 }
 
 /// Event time (record timestamps, watermarks) or processing time (the clock).
@@ -86,6 +93,7 @@ pub trait WindowAssigner<T>: Send + Sync + 'static {
     }
     /// For merging assigners (sessions): groups of windows to merge, as `(result, merged)`
     /// for each group of more than one distinct window.
+    #[allow(clippy::type_complexity)]
     fn merge(&self, _windows: &[Self::W]) -> Option<Vec<(Self::W, Vec<Self::W>)>> {
         None
     }
@@ -145,7 +153,7 @@ impl<T> WindowAssigner<T> for Tumbling {
     fn assign(&self, _: &T, ts: i64, now: i64, out: &mut Vec<TimeWindow>) -> Result<(), String> {
         let t = time_of(self.kind, ts, now)?;
         let start = window_start(t, self.offset, self.size);
-        out.push(TimeWindow::new(start, start + self.size));
+        out.push(TimeWindow::new(start, start.wrapping_add(self.size)));
         Ok(())
     }
     fn time_kind(&self) -> TimeKind {
@@ -198,9 +206,14 @@ impl<T> WindowAssigner<T> for Sliding {
     fn assign(&self, _: &T, ts: i64, now: i64, out: &mut Vec<TimeWindow>) -> Result<(), String> {
         let t = time_of(self.kind, ts, now)?;
         let mut start = window_start(t, self.offset, self.slide);
-        while start > t - self.size {
-            out.push(TimeWindow::new(start, start + self.size));
-            start -= self.slide;
+        // As Flink: `for (start = last; start > t - size; start -= slide)` in Java longs. Where
+        // Flink's `start -= slide` would wrap past i64::MIN (and run away), stop.
+        while start > t.wrapping_sub(self.size) {
+            out.push(TimeWindow::new(start, start.wrapping_add(self.size)));
+            match start.checked_sub(self.slide) {
+                Some(s) => start = s,
+                None => break,
+            }
         }
         Ok(())
     }
@@ -311,7 +324,8 @@ impl<T: 'static> WindowAssigner<T> for Session<T> {
         if gap <= 0 {
             return Err(format!("session gap must be positive, got {gap} ms"));
         }
-        out.push(TimeWindow::new(t, t.saturating_add(gap)));
+        // `t + gap` in Java longs, as Flink's session assigners (it wraps near i64::MAX).
+        out.push(TimeWindow::new(t, t.wrapping_add(gap)));
         Ok(())
     }
     fn time_kind(&self) -> TimeKind {

@@ -248,8 +248,12 @@ impl<T: Data, K: Key, A: WindowAssigner<T>> WindowedStream<T, K, A> {
     }
     /// Also emits the current result every `interval` before the window closes (early results),
     /// in the assigner's time.
+    ///
+    /// Panics if `interval` is under 1 ms: Flink's continuous triggers have no meaning for it
+    /// (their first fire time divides by the interval, and the job fails).
     pub fn early_fire_every(self, interval: Duration) -> Self {
-        let i = ms(interval).max(1);
+        let i = ms(interval);
+        assert!(i > 0, "early-firing interval must be at least 1 ms");
         match self.assigner.time_kind() {
             TimeKind::Event => self.trigger(ContinuousEventTimeTrigger(i)),
             TimeKind::Processing => self.trigger(ContinuousProcessingTimeTrigger(i)),

@@ -112,6 +112,7 @@ where
     R: 'static,
     F: ProcessWindowFunction<K, AOUT, R, A::W>,
 {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         ctx: &OperatorContext,
         key: KeyFn<T, K>,
@@ -454,7 +455,9 @@ where
             }
         }
         self.windows = windows;
-        if skipped && self.is_event_time() && rec.ts.saturating_add(self.lateness_ms) <= wm {
+        // Flink's `isElementLate`: `timestamp + allowedLateness <= watermark` in Java longs
+        // (with a huge allowed lateness the sum wraps and the record counts as late).
+        if skipped && self.is_event_time() && rec.ts.wrapping_add(self.lateness_ms) <= wm {
             match &self.late_tag {
                 Some(tag) => ctx.side_outputs.emit(tag, rec)?,
                 None => self.late_dropped.inc(),

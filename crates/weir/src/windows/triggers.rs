@@ -250,6 +250,9 @@ pub struct ContinuousEventTimeTrigger(pub i64);
 
 impl ContinuousEventTimeTrigger {
     fn register_next<W: Window>(&self, from: i64, ctx: &mut TriggerContext<'_, W>) {
+        // Deliberately saturating where Flink computes `time + interval` in Java longs: within
+        // one interval of i64::MAX that sum wraps to near i64::MIN, and Flink then fires the
+        // window again every `interval` from there, a practically endless series.
         let next = from.saturating_add(self.0).min(ctx.window.max_timestamp());
         let cur = ctx.state(0);
         ctx.set_state(0, cur.map_or(next, |c| c.min(next)));
