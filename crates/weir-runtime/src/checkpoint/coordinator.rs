@@ -71,6 +71,8 @@ struct Pending {
 struct Metrics {
     completed: Counter,
     failed: Counter,
+    last_sync_ms: Gauge,
+    last_async_ms: Gauge,
     last_duration_ms: Gauge,
     last_bytes: Gauge,
     last_id: Gauge,
@@ -94,6 +96,8 @@ pub fn run(
     let m = Metrics {
         completed: setup.metrics.counter("checkpoints", 0, "completed"),
         failed: setup.metrics.counter("checkpoints", 0, "failed"),
+        last_sync_ms: setup.metrics.gauge("checkpoints", 0, "last_sync_ms"),
+        last_async_ms: setup.metrics.gauge("checkpoints", 0, "last_async_ms"),
         last_duration_ms: setup.metrics.gauge("checkpoints", 0, "last_duration_ms"),
         last_bytes: setup.metrics.gauge("checkpoints", 0, "last_size_bytes"),
         last_id: setup.metrics.gauge("checkpoints", 0, "last_completed_id"),
@@ -310,6 +314,10 @@ fn complete(
     for snaps in p.acks.into_values() {
         snapshots.extend(snaps);
     }
+    // Synchronous part: from the trigger until every task acknowledged (barrier travel,
+    // alignment, freezing state). Asynchronous part: serializing and writing, here.
+    let sync_ms = p.started.elapsed().as_millis() as i64;
+    let async_started = Instant::now();
     // The asynchronous part: serialize frozen state here, off the task threads.
     for snap in snapshots.values_mut() {
         snap.resolve();
@@ -362,17 +370,15 @@ fn complete(
     if let Err(e) = retain(storage, setup.cfg.retained) {
         tracing::warn!("could not delete old checkpoints: {e}");
     }
+    let async_ms = async_started.elapsed().as_millis() as i64;
+    m.last_sync_ms.set(sync_ms);
+    m.last_async_ms.set(async_ms);
     m.completed.inc();
     m.last_duration_ms
         .set(p.started.elapsed().as_millis() as i64);
     m.last_bytes.set(bytes as i64);
     m.last_id.set(p.id as i64);
-    tracing::info!(
-        "checkpoint {} complete: {} bytes in {:?}",
-        p.id,
-        bytes,
-        p.started.elapsed()
-    );
+    tracing::info!("checkpoint {} complete: {bytes} bytes, synchronous part {sync_ms} ms, asynchronous part {async_ms} ms", p.id);
     report.completed += 1;
     report.last_completed = Some(p.id);
     if let Some(req) = p.savepoint {
