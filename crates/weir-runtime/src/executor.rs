@@ -252,6 +252,19 @@ pub fn execute(
         }
         (Some(RestoreFrom::Dir(d)), Some(c)) => Some(load_checkpoint(&*c.storage, d)?),
     };
+    if let Some(r) = &initial {
+        // Keyed state is stored by key group: with another number of key groups, keys fall
+        // in other groups, and restored state would sit in subtasks that never see its keys.
+        let keyed = r.snapshots.values().any(|s| !s.keyed.is_empty());
+        if keyed && r.manifest.max_parallelism != cfg.max_parallelism {
+            return Err(WeirError::Config(format!(
+                "checkpoint {} holds keyed state in {} key groups (max parallelism), and the job \
+                 has {}: keyed state cannot be restored into another max parallelism (set it \
+                 back to {})",
+                r.dir, r.manifest.max_parallelism, cfg.max_parallelism, r.manifest.max_parallelism
+            )));
+        }
+    }
     let restored_from = initial.as_ref().map(|r| r.manifest.id);
     // The checkpoints this execution takes are numbered above every checkpoint already in the
     // storage. After a failure it restarts from the newest of its own, or else from where it

@@ -1788,3 +1788,38 @@ fn only_the_retained_checkpoints_are_kept_and_incomplete_ones_are_ignored() {
     // Restored from the final checkpoint, nothing more was written.
     assert_exactly_once(&committed(&out), 0..events, keys, "after the restore");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Restoring into a job that does not match the checkpoint.
+
+#[test]
+fn restoring_keyed_state_with_another_max_parallelism_is_refused() {
+    // Keyed state is stored by key group, and the number of key groups (the max parallelism)
+    // decides which key groups a key falls in: with another number, restored state would sit
+    // in subtasks that never see its keys.
+    let dir = tempfile::tempdir().unwrap();
+    let chk = dir.path().join("chk");
+    checkpoints_then_cancel(&chk, 2);
+    let env = StreamEnv::new()
+        .with_parallelism(2)
+        .with_max_parallelism(64)
+        .with_checkpointing(&chk, INTERVAL)
+        .unwrap()
+        .with_restart_strategy(RestartStrategy::None)
+        .with_restore(RestoreFrom::Latest);
+    let out = final_count_job(&env, false);
+    match run(&env, "another max parallelism") {
+        Err(WeirError::Config(m)) => assert!(m.contains("max parallelism"), "{m}"),
+        Err(e) => panic!("expected a configuration error, got: {e}"),
+        Ok(_) => panic!(
+            "restored with another max parallelism; counts {}",
+            if out.values().into_iter().collect::<BTreeMap<u64, u64>>()
+                == expected_counts(0..CORRUPT_EVENTS, CORRUPT_KEYS)
+            {
+                "right (by luck)"
+            } else {
+                "wrong"
+            }
+        ),
+    }
+}
