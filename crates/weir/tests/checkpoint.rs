@@ -1823,3 +1823,194 @@ fn restoring_keyed_state_with_another_max_parallelism_is_refused() {
         ),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// More of the job under failures: an input that ends early, event-time windows.
+
+#[test]
+fn an_input_that_finished_stays_finished_after_failures() {
+    // The short input finishes at once; its final snapshot stands for it in every later
+    // checkpoint, and the failures come after: restored, it must not replay nor lose anything.
+    let (keys, short, long) = (30, 3_000, 3_000);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let progress = Arc::new(Progress::default());
+    let storage = FaultyStorage::new(&dir.path().join("chk"), &progress, Vec::new());
+    let env = StreamEnv::new()
+        .with_parallelism(2)
+        .with_checkpoint_storage(storage, INTERVAL)
+        .unwrap()
+        .with_restart_strategy(restart_quickly());
+    let chaos = Chaos::new(&progress, 2, 0, 2);
+    let (c2, p2) = (chaos.clone(), progress.clone());
+    let hook: Hook = Arc::new(move |e: &BenchEvent| {
+        // Once both readers of the short input are done.
+        if p2.sources_finished.load(SeqCst) >= 2 {
+            c2.check(format!("id {}", e.id))
+        }
+    });
+    let a = env
+        .source(tracked(
+            Datagen::new(short, move |id, _| BenchEvent::of(id, keys)),
+            &progress,
+            None,
+        ))
+        .uid("short");
+    let b = env
+        .source(tracked(
+            Datagen::new(long, move |id, _| BenchEvent::of(short + id, keys)).rate(2_000.0),
+            &Arc::default(),
+            Some(long / PACE),
+        ))
+        .uid("long");
+    a.union(&[b])
+        .key_by(|e: &BenchEvent| e.k)
+        .process(Count {
+            hook: Some(hook),
+            ..Default::default()
+        })
+        .uid("count")
+        .sink(lines_sink(&out))
+        .uid("output");
+    let r = run(&env, "one input ends early").unwrap();
+    assert_eq!(chaos.left(), 0, "every failure happened");
+    assert_eq!(r.restarts, 2);
+    assert_exactly_once(&committed(&out), 0..short + long, keys, "early end");
+}
+
+/// Counts records.
+struct CountAgg;
+
+impl weir::AggregateFunction<BenchEvent, u64, u64> for CountAgg {
+    fn create_accumulator(&self) -> u64 {
+        0
+    }
+    fn add(&self, acc: &mut u64, _: BenchEvent) {
+        *acc += 1;
+    }
+    fn get_result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+    fn merge(&self, acc: &mut u64, other: u64) {
+        *acc += other;
+    }
+}
+
+#[test]
+fn event_time_windows_fire_exactly_once_under_failures() {
+    // Tumbling windows of 2 ms of event time (2000 events each: ts = id / 1000) per key:
+    // every (key, window) count is committed once, and right.
+    let (events, keys) = (20_000, 20);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let progress = Arc::new(Progress::default());
+    let storage = FaultyStorage::new(&dir.path().join("chk"), &progress, Vec::new());
+    let env = StreamEnv::new()
+        .with_parallelism(2)
+        .with_checkpoint_storage(storage, INTERVAL)
+        .unwrap()
+        .with_restart_strategy(restart_quickly());
+    let chaos = Chaos::new(&progress, 3, 2, 3);
+    let c2 = chaos.clone();
+    env.source(tracked(
+        Datagen::bench(events, keys).rate(16_000.0),
+        &progress,
+        Some(events / PACE),
+    ))
+    .uid("events")
+    .assign_timestamps(
+        WatermarkStrategy::bounded_out_of_orderness(millis(0))
+            .with_timestamps(|e: &BenchEvent, _| e.ts_ms),
+    )
+    .map(move |e: BenchEvent| {
+        c2.check(format!("id {}", e.id));
+        e
+    })
+    .key_by(|e: &BenchEvent| e.k)
+    .window(weir::windows::Tumbling::event_time(2))
+    .aggregate_with(
+        CountAgg,
+        |k: &u64, w: &weir::windows::TimeWindow, n: u64| -> Line { (*k, w.start as u64, n) },
+    )
+    .uid("windows")
+    .sink(lines_sink(&out))
+    .uid("output");
+    let r = run(&env, "windows under failures").unwrap();
+    assert_eq!(chaos.left(), 0, "every failure happened");
+    assert_eq!(r.restarts, 3);
+    let mut expected: BTreeMap<(u64, u64), u64> = BTreeMap::new();
+    for id in 0..events {
+        let e = BenchEvent::of(id, keys);
+        *expected.entry((e.k, (e.ts_ms / 2 * 2) as u64)).or_default() += 1;
+    }
+    let mut got: BTreeMap<(u64, u64), Vec<u64>> = BTreeMap::new();
+    for (k, start, n) in committed(&out) {
+        got.entry((k, start)).or_default().push(n);
+    }
+    let got_once: BTreeMap<(u64, u64), u64> = got
+        .iter()
+        .filter(|(_, v)| v.len() == 1)
+        .map(|(w, v)| (*w, v[0]))
+        .collect();
+    let twice: Vec<_> = got.iter().filter(|(_, v)| v.len() > 1).collect();
+    assert!(twice.is_empty(), "windows fired more than once: {twice:?}");
+    assert_eq!(got_once, expected);
+}
+
+#[test]
+fn a_file_source_resumes_exactly_once_after_failures_and_at_another_parallelism() {
+    // Four files of ids (file j: j, j+4, …), read at p=2 with a failure and stopped, then
+    // restored at p=3 with another failure and run to the end.
+    let (events, keys) = (20_000u64, 25);
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for j in 0..4 {
+        let text: String = (j..events).step_by(4).map(|id| format!("{id}\n")).collect();
+        std::fs::write(input.join(format!("ids-{j}.txt")), text).unwrap();
+    }
+    let (chk, out) = (dir.path().join("chk"), dir.path().join("out"));
+    for (leg, p) in [(0, 2), (1, 3)] {
+        let progress = Arc::new(Progress::default());
+        let storage = FaultyStorage::new(&chk, &progress, Vec::new());
+        let mut env = StreamEnv::new()
+            .with_parallelism(p)
+            .with_checkpoint_storage(storage, INTERVAL)
+            .unwrap()
+            .with_restart_strategy(restart_quickly());
+        if leg == 1 {
+            env = env.with_restore(RestoreFrom::Latest);
+        }
+        let chaos = Chaos::new(&progress, 1, 2, 1);
+        let c2 = chaos.clone();
+        env.source(tracked(
+            FileSource::text(&input),
+            &Arc::default(),
+            Some(events / PACE / 2),
+        ))
+        .uid("lines")
+        .map(move |l: String| BenchEvent::of(l.parse().unwrap(), keys))
+        .key_by(|e: &BenchEvent| e.k)
+        .process(Count {
+            hook: Some(Arc::new(move |e: &BenchEvent| {
+                c2.check(format!("id {}", e.id))
+            })),
+            ..Default::default()
+        })
+        .uid("count")
+        .sink(lines_sink(&out))
+        .uid("output");
+        let h = env.execute_async("file source").unwrap();
+        if leg == 0 {
+            wait_until("checkpoints are complete", || {
+                completed(&h) >= 6 || h.is_finished()
+            });
+            h.cancel();
+        }
+        let r = join(h).unwrap();
+        assert_eq!(r.cancelled, leg == 0, "leg {leg}");
+        assert_eq!(chaos.left(), 0, "leg {leg}: the failure did not happen");
+        assert_eq!(r.restarts, 1);
+    }
+    assert_exactly_once(&committed(&out), 0..events, keys, "file source");
+}
