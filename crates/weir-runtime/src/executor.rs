@@ -2,7 +2,10 @@
 //! subtask, and waits for the end, the first failure, or cancellation.
 use crate::channel::{channel, Sender};
 use crate::checkpoint::coordinator::{self, Command, Report, SavepointRequest};
-use crate::checkpoint::format::{list_checkpoints, load_checkpoint, load_latest, LoadedCheckpoint};
+use crate::checkpoint::format::{
+    checkpoint_id, list_checkpoints, load_checkpoint, load_latest, load_latest_where,
+    LoadedCheckpoint,
+};
 use crate::checkpoint::RestoredState;
 use crate::context::{CancelToken, JobConfig, OperatorContext, SideOutputs, TaskShared};
 use crate::graph::{Graph, NodeId, NodeKind, Outputs};
@@ -280,7 +283,7 @@ pub fn execute_with(
     let started = Instant::now();
     let chained = Arc::new(chained_edges(&graph));
     let g = Arc::new(graph);
-    let mut restore: Option<LoadedCheckpoint> = match (&cfg.restore, &cfg.checkpoints) {
+    let initial: Option<LoadedCheckpoint> = match (&cfg.restore, &cfg.checkpoints) {
         (None, _) => None,
         (Some(_), None) => {
             return Err(WeirError::Config(
@@ -299,7 +302,7 @@ pub fn execute_with(
         }
         (Some(RestoreFrom::Dir(d)), Some(c)) => Some(load_checkpoint(&*c.storage, d)?),
     };
-    if let Some(r) = &restore {
+    if let Some(r) = &initial {
         let uids: Vec<String> = (0..g.nodes.len()).map(|i| node_uid(&g, i)).collect();
         let orphans: Vec<&String> = r
             .snapshots
@@ -317,7 +320,35 @@ pub fn execute_with(
             )));
         }
     }
-    let restored_from = restore.as_ref().map(|r| r.manifest.id);
+    if let Some(r) = &initial {
+        // Keyed state is stored by key group: with another number of key groups, keys fall
+        // in other groups, and restored state would sit in subtasks that never see its keys.
+        let keyed = r.snapshots.values().any(|s| !s.keyed.is_empty());
+        if keyed && r.manifest.max_parallelism != cfg.max_parallelism {
+            return Err(WeirError::Config(format!(
+                "checkpoint {} holds keyed state in {} key groups (max parallelism), and the job \
+                 has {}: keyed state cannot be restored into another max parallelism (set it \
+                 back to {})",
+                r.dir, r.manifest.max_parallelism, cfg.max_parallelism, r.manifest.max_parallelism
+            )));
+        }
+    }
+    let restored_from = initial.as_ref().map(|r| r.manifest.id);
+    // The checkpoints this execution takes are numbered above every checkpoint already in the
+    // storage. After a failure it restarts from the newest of its own, or else from where it
+    // started: never from a checkpoint of another run that happens to share the storage (an
+    // earlier run of a job started fresh, or checkpoints newer than the one it restored).
+    let first_own_id = match &cfg.checkpoints {
+        Some(c) => {
+            let newest = list_checkpoints(&*c.storage)?
+                .iter()
+                .find_map(|d| checkpoint_id(d))
+                .unwrap_or(0);
+            newest.max(restored_from.unwrap_or(0)) + 1
+        }
+        None => 0,
+    };
+    let mut latest_own: Option<LoadedCheckpoint> = None;
     let mut tracker = RestartTracker::new(cfg.restart.clone());
     let mut tasks = Vec::new();
     let mut checkpoints_completed = 0;
@@ -328,7 +359,7 @@ pub fn execute_with(
             &cfg,
             &control,
             &metrics,
-            restore.as_ref(),
+            latest_own.as_ref().or(initial.as_ref()),
             &mut tasks,
         );
         checkpoints_completed += attempt.1.completed;
@@ -357,8 +388,8 @@ pub fn execute_with(
                 if cancel.is_cancelled() {
                     return Err(e);
                 }
-                restore = match &cfg.checkpoints {
-                    Some(c) => load_latest(&*c.storage)?,
+                latest_own = match &cfg.checkpoints {
+                    Some(c) => load_latest_where(&*c.storage, |id| id >= first_own_id)?,
                     None => None,
                 };
             }
@@ -479,8 +510,8 @@ fn run_attempt_inner(
                 .filter_map(|i| g.nodes[i].committer.clone().map(|c| (uids[i].clone(), c)))
                 .collect();
             let existing = list_checkpoints(&*c.storage)?
-                .first()
-                .and_then(|d| d.trim_start_matches("chk-").parse::<u64>().ok())
+                .iter()
+                .find_map(|d| checkpoint_id(d))
                 .unwrap_or(0);
             let setup = coordinator::Setup {
                 cfg: c.clone(),

@@ -251,6 +251,10 @@ pub fn run_input_task(
     let mut blocked: Vec<bool> = vec![false; n];
     let mut open_count = n;
     let mut aligning: Option<Alignment> = None;
+    // Checkpoints up to this id are settled here: taken, or abandoned (expired, or overtaken by
+    // a newer one). Their barriers may still arrive late on some channels and must be ignored:
+    // aligning on one again would block a channel until a barrier that was already consumed.
+    let mut settled: u64 = 0;
     let exactly_once = link
         .as_ref()
         .is_some_and(|l| l.mode == CheckpointMode::ExactlyOnce);
@@ -309,6 +313,7 @@ pub fn run_input_task(
                     match mail {
                         Mail::Complete(id) => head.control(&mut Control::CheckpointComplete(id))?,
                         Mail::Abort(id) => {
+                            settled = settled.max(id);
                             if aligning.as_ref().is_some_and(|a| a.barrier.id == id) {
                                 aligning = None;
                                 if blocked.iter().any(|b| *b) {
@@ -356,10 +361,14 @@ pub fn run_input_task(
                 }
                 Message::Barrier(b) => {
                     match &aligning {
+                        _ if b.id <= settled => {} // a late barrier of a settled checkpoint
                         Some(a) if a.barrier.id > b.id => {} // a stale barrier of an abandoned checkpoint
                         Some(a) if a.barrier.id == b.id => {}
                         _ => {
                             // A new checkpoint (a newer one abandons the older alignment).
+                            if let Some(old) = &aligning {
+                                settled = settled.max(old.barrier.id);
+                            }
                             if blocked.iter().any(|x| *x) {
                                 blocked.iter_mut().for_each(|x| *x = false);
                                 reselect = true;
@@ -381,6 +390,7 @@ pub fn run_input_task(
                     reselect |= complete_alignment(
                         head,
                         &mut aligning,
+                        &mut settled,
                         &open,
                         &mut blocked,
                         &link,
@@ -404,7 +414,15 @@ pub fn run_input_task(
                         head.end_input()?;
                         return finish(head, &link, &shared);
                     }
-                    complete_alignment(head, &mut aligning, &open, &mut blocked, &link, &shared)?;
+                    complete_alignment(
+                        head,
+                        &mut aligning,
+                        &mut settled,
+                        &open,
+                        &mut blocked,
+                        &link,
+                        &shared,
+                    )?;
                 }
             }
             // Processing-time timers fire even while input keeps coming.
@@ -427,6 +445,7 @@ pub fn run_input_task(
 fn complete_alignment(
     head: &mut dyn InputHead,
     aligning: &mut Option<Alignment>,
+    settled: &mut u64,
     open: &[bool],
     blocked: &mut [bool],
     link: &Option<CheckpointLink>,
@@ -439,6 +458,7 @@ fn complete_alignment(
         return Ok(false);
     }
     let a = aligning.take().unwrap();
+    *settled = (*settled).max(a.barrier.id);
     head.barrier(&a.barrier)?;
     if let Some(l) = link {
         l.alignment_ms.add(a.started.elapsed().as_millis() as u64);

@@ -237,10 +237,26 @@ pub fn list_checkpoints(storage: &dyn CheckpointStorage) -> Result<Vec<String>> 
     Ok(v)
 }
 
+/// The id of checkpoint directory `dir` (`chk-N`), if it is one.
+pub fn checkpoint_id(dir: &str) -> Option<u64> {
+    dir.strip_prefix("chk-")?.parse().ok()
+}
+
 /// The newest checkpoint that is complete and intact; older ones are tried when a newer one is
 /// incomplete or corrupted, and each such fall-back is logged.
 pub fn load_latest(storage: &dyn CheckpointStorage) -> Result<Option<LoadedCheckpoint>> {
+    load_latest_where(storage, |_| true)
+}
+
+/// As [`load_latest`], among the checkpoints whose id satisfies `keep`.
+pub fn load_latest_where(
+    storage: &dyn CheckpointStorage,
+    keep: impl Fn(u64) -> bool,
+) -> Result<Option<LoadedCheckpoint>> {
     for dir in list_checkpoints(storage)? {
+        if !checkpoint_id(&dir).is_some_and(&keep) {
+            continue;
+        }
         match load_checkpoint(storage, &dir) {
             Ok(c) => return Ok(Some(c)),
             Err(e) => tracing::warn!(

@@ -125,6 +125,10 @@ struct RollingWriter<T> {
     rolled: Vec<PendingFile>,
     /// Pre-committed in checkpoint `.0`, not yet known committed.
     uncommitted: Vec<(u64, Vec<u8>)>,
+    /// (Subtask 0 only) `(subtask, next part)` of subtasks that no longer exist after a scale
+    /// down, kept in its checkpoints so that they resume their numbering if they come back:
+    /// starting again at 0 would replace their committed part files.
+    inherited: Vec<(u64, u64)>,
     buf: Vec<u8>,
 }
 
@@ -146,6 +150,7 @@ impl<T: 'static> Sink<T> for RollingFileSink<T> {
             current: None,
             rolled: Vec::new(),
             uncommitted: Vec::new(),
+            inherited: Vec::new(),
             buf: Vec::new(),
         }))
     }
@@ -244,10 +249,12 @@ impl<T> SinkWriter<T> for RollingWriter<T> {
             self.uncommitted
                 .push((checkpoint_id, postcard::to_allocvec(&p).expect("encodes")));
         }
+        let state = std::iter::once((self.subtask as u64, self.next_part))
+            .chain(self.inherited.iter().copied())
+            .map(|e| postcard::to_allocvec(&e).expect("encodes"))
+            .collect();
         Ok(SinkSnapshot {
-            state: vec![
-                postcard::to_allocvec(&(self.subtask as u64, self.next_part)).expect("encodes"),
-            ],
+            state,
             pending_commit: self.uncommitted.iter().map(|(_, i)| i.clone()).collect(),
         })
     }
@@ -258,26 +265,25 @@ impl<T> SinkWriter<T> for RollingWriter<T> {
     }
 
     fn restore(&mut self, state: &[Vec<u8>]) -> Result<()> {
-        let mut old_parallelism = 0;
+        // The next part number of every subtask that ever wrote (one entry each).
+        let mut next: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
         for e in state {
-            let (s, next): (u64, u64) = postcard::from_bytes(e)
+            let (s, n): (u64, u64) = postcard::from_bytes(e)
                 .map_err(|x| WeirError::Config(format!("part file sink state: {x}")))?;
-            old_parallelism = old_parallelism.max(s as usize + 1);
-            if s as usize == self.subtask {
-                self.next_part = next;
-            }
+            let cur = next.entry(s).or_insert(n);
+            *cur = (*cur).max(n);
+        }
+        if let Some(n) = next.get(&(self.subtask as u64)) {
+            self.next_part = *n;
         }
         // What this subtask wrote after the checkpoint is discarded (it will be written again).
         self.abort_from(self.subtask, self.next_part)?;
-        // Subtasks that no longer exist leave hidden files only subtask 0 can clean.
+        // Subtasks that no longer exist leave hidden files only subtask 0 can clean, and their
+        // numbering, which subtask 0 keeps for them.
         if self.subtask == 0 {
-            for s in self.parallelism..old_parallelism {
-                let from = state
-                    .iter()
-                    .filter_map(|e| postcard::from_bytes::<(u64, u64)>(e).ok())
-                    .find(|(x, _)| *x as usize == s)
-                    .map_or(0, |(_, n)| n);
-                self.abort_from(s, from)?;
+            for (&s, &n) in next.range(self.parallelism as u64..) {
+                self.abort_from(s as usize, n)?;
+                self.inherited.push((s, n));
             }
         }
         Ok(())

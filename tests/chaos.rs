@@ -1,0 +1,89 @@
+//! `scripts/chaos` against the example `chaos_counter`: SIGKILL it at random moments, restart it
+//! with `--restore latest`, and check that the committed output holds every event exactly once
+//! with exact per-key counts. Small enough for CI (5 kills, under a minute on a debug build).
+//!
+//! Needs `python3` and the example binary (`cargo build --examples`, or `cargo test`, which
+//! builds the examples before running the tests).
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A run that takes longer than this is a hang.
+const HANG: Duration = Duration::from_secs(240);
+
+/// `target/<profile>/examples/NAME`.
+fn example(name: &str) -> PathBuf {
+    let mut p = std::env::current_exe().unwrap();
+    p.pop();
+    if p.ends_with("deps") {
+        p.pop();
+    }
+    let p = p.join("examples").join(name);
+    assert!(
+        p.exists(),
+        "example binary {} not built: run `cargo build --examples` first",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn chaos_counter_survives_kill_9_exactly_once() {
+    let kills = 5;
+    let work = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (work.path().join("stdout"), work.path().join("stderr"));
+    // 50 000 events at 10 000/s need 5 s of processing; every run before the 5th kill lasts
+    // at most 0.8 s, so the job cannot finish before it has been killed 5 times.
+    let mut child = Command::new("python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/chaos"))
+        .arg("--binary")
+        .arg(example("chaos_counter"))
+        .args(["--kills", &kills.to_string()])
+        .args(["--events", "50000", "--keys", "100", "--rate", "10000"])
+        .args(["--parallelism", "2", "--interval", "100ms"])
+        .args(["--min-ms", "150", "--max-ms", "800", "--seed", "7"])
+        .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
+        .spawn()
+        .expect("python3 runs scripts/chaos");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > HANG {
+            let _ = child.kill();
+            panic!(
+                "scripts/chaos hung; stderr: {}",
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    assert!(
+        status.success(),
+        "scripts/chaos failed ({status}):\n{stdout}\n{stderr}"
+    );
+    // kills lost duplicated wrong_counts recovery_ms_p50 recovery_ms_max
+    let mut lines = stdout.lines();
+    assert_eq!(
+        lines.next(),
+        Some("kills lost duplicated wrong_counts recovery_ms_p50 recovery_ms_max"),
+        "{stdout}"
+    );
+    let v: Vec<u64> = lines
+        .next()
+        .unwrap_or_else(|| panic!("no result line: {stdout}"))
+        .split_whitespace()
+        .take(4)
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert_eq!(v[0], kills, "not killed as often as asked: {stdout}");
+    assert_eq!(
+        &v[1..],
+        &[0, 0, 0],
+        "lost, duplicated, wrong counts: {stdout}\n{stderr}"
+    );
+}
