@@ -386,7 +386,16 @@ pub fn execute_with(
                 metrics.counter("job", 0, "restarts").inc();
                 std::thread::sleep(delay);
                 if cancel.is_cancelled() {
-                    return Err(e);
+                    // Cancelled while waiting to restart: the job ends as cancelled.
+                    return Ok(JobResult {
+                        metrics: metrics.snapshot(),
+                        elapsed: started.elapsed(),
+                        cancelled: true,
+                        tasks,
+                        restarts: tracker.restarts(),
+                        checkpoints_completed,
+                        restored_from,
+                    });
                 }
                 latest_own = match &cfg.checkpoints {
                     Some(c) => load_latest_where(&*c.storage, |id| id >= first_own_id)?,

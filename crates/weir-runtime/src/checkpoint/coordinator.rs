@@ -134,7 +134,7 @@ pub fn run(
                     let _ = tx.send(Mail::Abort(p.id));
                 }
                 pending = None;
-                next_trigger = Instant::now() + setup.cfg.min_pause;
+                next_trigger = Instant::now() + setup.cfg.min_pause.max(setup.cfg.interval);
             }
         }
         if job_finished && pending.is_none() {

@@ -120,10 +120,27 @@ pub fn write_checkpoint(
         operators,
         savepoint,
     };
-    let json =
+    let mut json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| WeirError::Internal(e.to_string()))?;
+    // The manifest checks itself too: a last line with the xxh3 of the JSON above it.
+    let sum = xxhash_rust::xxh3::xxh3_64(&json);
+    json.extend_from_slice(format!("\nxxh3:{sum:016x}\n").as_bytes());
     storage.put(&format!("{dir}/_manifest"), &json)?;
     Ok(manifest)
+}
+
+/// Parses a manifest and checks its own checksum line.
+pub fn parse_manifest(raw: &[u8]) -> std::result::Result<Manifest, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "the manifest is not UTF-8".to_string())?;
+    let (json, tail) = text
+        .rsplit_once("\nxxh3:")
+        .ok_or("the manifest has no checksum line (truncated?)")?;
+    let sum = u64::from_str_radix(tail.trim(), 16)
+        .map_err(|_| "the manifest's checksum line is damaged".to_string())?;
+    if xxhash_rust::xxh3::xxh3_64(json.as_bytes()) != sum {
+        return Err("the manifest does not match its checksum (damaged)".into());
+    }
+    serde_json::from_str(json).map_err(|e| format!("unreadable manifest: {e}"))
 }
 
 /// A checkpoint read back and verified.
@@ -194,8 +211,8 @@ pub fn load_checkpoint(storage: &dyn CheckpointStorage, dir: &str) -> Result<Loa
             "checkpoint {dir} has no manifest (incomplete): {e}"
         ))
     })?;
-    let manifest: Manifest = serde_json::from_slice(&raw)
-        .map_err(|e| WeirError::Config(format!("checkpoint {dir}: unreadable manifest: {e}")))?;
+    let manifest =
+        parse_manifest(&raw).map_err(|e| WeirError::Config(format!("checkpoint {dir}: {e}")))?;
     let mut snapshots = BTreeMap::new();
     for (uid, op) in &manifest.operators {
         for f in &op.files {
@@ -276,7 +293,7 @@ pub fn retain(storage: &dyn CheckpointStorage, retained: usize) -> Result<()> {
         let manifest = storage
             .get(&format!("{dir}/_manifest"))
             .ok()
-            .and_then(|m| serde_json::from_slice::<Manifest>(&m).ok());
+            .and_then(|m| parse_manifest(&m).ok());
         match manifest {
             Some(m) if m.savepoint => {}
             Some(_) => {
@@ -290,4 +307,48 @@ pub fn retain(storage: &dyn CheckpointStorage, retained: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::storage::LocalStorage;
+
+    #[test]
+    fn a_damaged_manifest_is_detected_and_skipped() {
+        let dir = std::env::temp_dir().join(format!("weir-manifest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = LocalStorage::new(&dir).unwrap();
+        let p: BTreeMap<String, usize> = [("op".to_string(), 1)].into();
+        let mut snaps = BTreeMap::new();
+        snaps.insert(
+            SubtaskId {
+                uid: "op".into(),
+                subtask: 0,
+            },
+            OperatorSnapshot {
+                operator: vec![vec![1, 2, 3]],
+                ..Default::default()
+            },
+        );
+        write_checkpoint(&st, &checkpoint_dir(1), 1, 10, 128, &p, &snaps, false).unwrap();
+        write_checkpoint(&st, &checkpoint_dir(2), 2, 20, 128, &p, &snaps, false).unwrap();
+        assert_eq!(load_latest(&st).unwrap().unwrap().manifest.id, 2);
+        // Flip a digit of a field no file checksum covers: the manifest's own checksum catches it.
+        let path = dir.join(checkpoint_dir(2)).join("_manifest");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"ts_ms\": 20", "\"ts_ms\": 21");
+        std::fs::write(&path, text).unwrap();
+        assert!(load_checkpoint(&st, &checkpoint_dir(2))
+            .unwrap_err()
+            .to_string()
+            .contains("checksum"));
+        assert_eq!(
+            load_latest(&st).unwrap().unwrap().manifest.id,
+            1,
+            "falls back to the previous one"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
