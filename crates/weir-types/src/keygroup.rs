@@ -4,28 +4,24 @@
 //! group depends only on its serialized bytes, and a subtask owns a contiguous range of key
 //! groups, so rescaling moves whole key groups between subtasks without rehashing keys.
 use serde::Serialize;
-use std::cell::RefCell;
 use std::ops::Range;
 
 /// Default number of key groups (Flink's default max parallelism).
 pub const DEFAULT_MAX_PARALLELISM: usize = 128;
 
-thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(64));
-}
-
-/// A stable 64-bit hash of a key: xxh3 over its postcard bytes.
+/// A stable 64-bit hash of a key: xxh3 over its postcard bytes (serialized on the stack for
+/// keys up to 256 bytes).
+#[inline]
 pub fn key_hash<K: Serialize + ?Sized>(key: &K) -> u64 {
-    SCRATCH.with(|s| {
-        let mut buf = s.borrow_mut();
-        buf.clear();
-        // Serializing plain data into a Vec cannot fail except for types whose Serialize impl
-        // errors on purpose; those are not usable as keys.
-        let buf2 = postcard::to_extend(key, std::mem::take(&mut *buf)).expect("key must serialize");
-        let h = xxhash_rust::xxh3::xxh3_64(&buf2);
-        *buf = buf2;
-        h
-    })
+    let mut buf = [0u8; 256];
+    match postcard::to_slice(key, &mut buf) {
+        Ok(used) => xxhash_rust::xxh3::xxh3_64(used),
+        Err(_) => {
+            // Larger keys: the same bytes, on the heap.
+            let v = postcard::to_allocvec(key).expect("key must serialize");
+            xxhash_rust::xxh3::xxh3_64(&v)
+        }
+    }
 }
 
 /// The key group of a key hash.
@@ -95,6 +91,23 @@ mod tests {
             spread.len() > 120,
             "keys spread over key groups: {}",
             spread.len()
+        );
+    }
+}
+
+#[cfg(test)]
+mod hash_tests {
+    use super::*;
+
+    #[test]
+    fn long_keys_hash_like_short_ones_would() {
+        let long: String = "x".repeat(1000);
+        let v = postcard::to_allocvec(&long).unwrap();
+        assert_eq!(key_hash(&long), xxhash_rust::xxh3::xxh3_64(&v));
+        let short = "abc".to_string();
+        assert_eq!(
+            key_hash(&short),
+            xxhash_rust::xxh3::xxh3_64(&postcard::to_allocvec(&short).unwrap())
         );
     }
 }
