@@ -30,9 +30,8 @@ impl Buffer {
     #[inline]
     pub fn push<T: Data>(&mut self, rec: &Record<T>) {
         self.bytes.extend_from_slice(&rec.ts.to_le_bytes());
-        let bytes = std::mem::take(&mut self.bytes);
-        self.bytes =
-            postcard::to_extend(&rec.value, bytes).expect("records of a Data type serialize");
+        postcard::serialize_with_flavor(&rec.value, AppendVec(&mut self.bytes))
+            .expect("records of a Data type serialize");
         self.records += 1;
     }
     /// Decodes every record, in order.
@@ -64,6 +63,34 @@ impl Buffer {
     }
 }
 
+/// Postcard output appended to a `Vec` a slice at a time. (`postcard::to_extend` goes through
+/// `Extend<u8>` one byte at a time: about twice the instructions for the same bytes.)
+struct AppendVec<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendVec<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+    #[inline(always)]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        // Varints and small fields: byte pushes beat a call to memcpy.
+        if data.len() <= 16 {
+            for &b in data {
+                self.0.push(b);
+            }
+        } else {
+            self.0.extend_from_slice(data);
+        }
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +107,15 @@ mod tests {
         }
         let back: Vec<Record<(String, u64)>> = b.decode().collect::<Result<_, _>>().unwrap();
         assert_eq!(back, recs);
+    }
+
+    #[test]
+    fn bytes_are_the_timestamp_then_postcard() {
+        let mut b = Buffer::default();
+        let v = ("abc".to_string(), 300u64, -5i64, 1.5f64);
+        b.push(&Record::new(-2, v.clone()));
+        let mut want = (-2i64).to_le_bytes().to_vec();
+        want.extend(postcard::to_allocvec(&v).unwrap());
+        assert_eq!(b.bytes, want);
     }
 }
