@@ -59,6 +59,9 @@ struct Cli {
     /// A label `run=VALUE` on every series (to tell runs apart in one Prometheus).
     #[arg(long)]
     run_label: Option<String>,
+    /// Events per second in the bounded mode (default: as fast as the job goes).
+    #[arg(long)]
+    rate: Option<f64>,
     /// Samples per remote-write request.
     #[arg(long, default_value_t = 2_000)]
     samples_per_request: usize,
@@ -211,16 +214,21 @@ fn generated(id: u64, vehicles: u32, start_ms: i64) -> Vec<Event> {
     out
 }
 
-/// Drops events already seen: per vehicle, the highest sequence number and a bitmap of the 64
-/// below it (a re-send more than 64 events late counts as seen).
+/// How long (event time) a seen sequence number is remembered. A re-send travels at most
+/// MAX_DELAY_MS plus a second behind the original, and is never late, so it arrives before the
+/// watermark passes the original's time plus this.
+const DEDUP_RETAIN_MS: i64 = 10_000;
+
+/// Drops events already seen: per vehicle, the sequence numbers seen (with their event time),
+/// each forgotten by an event-time timer once no re-send can still come.
 #[derive(Clone, Default)]
 struct Dedup {
-    seen: ValueState<(u32, u64)>,
+    seen: MapState<u32, i64>,
 }
 
 impl KeyedProcessFunction<u32, Event, Event> for Dedup {
     fn open(&mut self, s: &mut StateRegistry<'_, u32>) -> FnResult {
-        self.seen = s.value_state("seen")?;
+        self.seen = s.map_state("seen")?;
         Ok(())
     }
     fn process_element(
@@ -229,20 +237,29 @@ impl KeyedProcessFunction<u32, Event, Event> for Dedup {
         ctx: &mut KeyedContext<'_, u32>,
         out: &mut Collector<'_, Event>,
     ) -> FnResult {
-        let (max, bits) = self.seen.get(ctx).unwrap_or((0, 0));
-        let fresh = self.seen.get(ctx).is_none();
-        let (new, state) = if fresh || e.seq > max {
-            let shift = if fresh { 64 } else { e.seq - max };
-            let bits = if shift >= 64 { 0 } else { bits << shift };
-            (true, (e.seq, bits | 1))
-        } else {
-            let d = max - e.seq;
-            let seen = d >= 64 || bits & (1u64 << d) != 0;
-            (!seen, (max, if d < 64 { bits | (1u64 << d) } else { bits }))
-        };
-        self.seen.set(ctx, state);
-        if new {
-            out.collect(e);
+        if self.seen.contains(ctx, &e.seq) {
+            return Ok(());
+        }
+        self.seen.put(ctx, e.seq, e.ts_ms);
+        // One timer per vehicle and period: it forgets every seq old enough.
+        let at = (e.ts_ms + DEDUP_RETAIN_MS).div_euclid(PERIOD_MS) * PERIOD_MS + PERIOD_MS;
+        ctx.register_event_time_timer(at);
+        // A re-sent event travels with the timestamp of the record it came with: give it its
+        // own again.
+        let ts = e.ts_ms;
+        out.collect_at(e, ts);
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        ts: i64,
+        ctx: &mut KeyedContext<'_, u32>,
+        _out: &mut Collector<'_, Event>,
+    ) -> FnResult {
+        for (seq, t) in self.seen.entries(ctx) {
+            if t + DEDUP_RETAIN_MS <= ts {
+                self.seen.remove(ctx, &seq);
+            }
         }
         Ok(())
     }
@@ -259,7 +276,9 @@ const BUCKETS: usize = 64;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Stat {
-    sum: f64,
+    /// In thousandths, as an integer: the sum does not depend on the order of the additions,
+    /// so a restored or rescaled run computes the very same averages.
+    sum_milli: i64,
     max: f64,
     hist: Vec<u32>,
 }
@@ -267,19 +286,19 @@ struct Stat {
 impl Stat {
     fn new() -> Self {
         Stat {
-            sum: 0.0,
+            sum_milli: 0,
             max: f64::MIN,
             hist: vec![0; BUCKETS],
         }
     }
     fn add(&mut self, x: f64, range: f64) {
-        self.sum += x;
+        self.sum_milli += (x * 1000.0).round() as i64;
         self.max = self.max.max(x);
         let i = ((x / range * BUCKETS as f64) as usize).min(BUCKETS - 1);
         self.hist[i] += 1;
     }
     fn merge(&mut self, o: &Stat) {
-        self.sum += o.sum;
+        self.sum_milli += o.sum_milli;
         self.max = self.max.max(o.max);
         for (a, b) in self.hist.iter_mut().zip(&o.hist) {
             *a += b;
@@ -367,7 +386,7 @@ fn fleet_samples(key: &(String, String), w: &TimeWindow, acc: FleetAcc) -> Vec<M
         ("iot_battery_pct", &acc.battery, BATTERY_RANGE),
         ("iot_engine_temp_c", &acc.temp, TEMP_RANGE),
     ] {
-        out.push(s(&format!("{name}_avg"), st.sum / n));
+        out.push(s(&format!("{name}_avg"), st.sum_milli as f64 / 1000.0 / n));
         out.push(s(&format!("{name}_max"), st.max));
         out.push(s(&format!("{name}_p95"), st.quantile(0.95, range)));
     }
@@ -528,23 +547,27 @@ fn main() -> anyhow::Result<()> {
         (Some(e), _) => u64::from(e),
         (None, d) => d.unwrap_or(10) * 1000 / EVENT_EVERY_MS as u64,
     };
+    // Each generated record is an event, sometimes followed by a re-sent older one; its source
+    // timestamp is the event's, so watermarks are generated per split inside the source.
     let mut gen = Datagen::new(u64::from(vehicles) * per_vehicle, move |id, _| {
         generated(id, vehicles, start_ms)
     })
+    .with_timestamps(|v: &Vec<Event>| v[0].ts_ms)
     .splits(4);
     if !bounded {
         // Real time: 4 events per vehicle per second, event time = wall clock.
         gen = gen.rate(f64::from(vehicles) * 1000.0 / EVENT_EVERY_MS as f64);
+    } else if let Some(r) = cli.rate {
+        gen = gen.rate(r);
     }
     let events = env
         .source(gen)
         .uid("vehicles")
         .name("vehicles")
+        .assign_timestamps(WatermarkStrategy::bounded_out_of_orderness(
+            Duration::from_millis(OUT_OF_ORDERNESS_MS),
+        ))
         .flat_map(|v: Vec<Event>| v)
-        .assign_timestamps(
-            WatermarkStrategy::bounded_out_of_orderness(Duration::from_millis(OUT_OF_ORDERNESS_MS))
-                .with_timestamps(|e: &Event, _| e.ts_ms),
-        )
         .key_by(|e: &Event| e.vehicle)
         .process(Dedup::default())
         .uid("dedup")

@@ -135,7 +135,8 @@ impl<K: Hash + Eq + Clone, V: Clone> LookupCache<K, V> {
 /// Counters of a lookup, over all subtasks.
 #[derive(Debug, Default)]
 pub struct LookupStats {
-    /// Answers from the cache.
+    /// Answers without a query of their own: from the cache, or from the query of another
+    /// lookup of the same key under way.
     pub hits: AtomicU64,
     /// Queries sent to PostgreSQL.
     pub queries: AtomicU64,
@@ -164,7 +165,12 @@ struct PgInner<K, V> {
     /// A small pool: slot i holds a connection once one was opened (and again after a failure).
     slots: Vec<tokio::sync::Mutex<Option<Conn>>>,
     next: AtomicUsize,
+    /// Keys being queried, with the lookups waiting for the same answer (one query per key at
+    /// a time, however many records ask).
+    inflight: Mutex<HashMap<K, Vec<Waiter<V>>>>,
 }
+
+type Waiter<V> = tokio::sync::oneshot::Sender<Result<Option<V>, String>>;
 
 /// A cached lookup of one row per key in PostgreSQL, e.g.
 /// `SELECT make, model, region, owner FROM devices WHERE device_id = $1`. Cloning it shares the
@@ -221,6 +227,7 @@ where
                     .map(|_| tokio::sync::Mutex::new(None))
                     .collect(),
                 next: AtomicUsize::new(0),
+                inflight: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -271,14 +278,51 @@ where
             if let Some(v) = inner.cache.get(&key) {
                 return Ok(v);
             }
-            let v = this.query(&key).await.inspect_err(|_| {
-                inner.cache.stats.errors.fetch_add(1, Relaxed);
-            })?;
-            if v.is_none() {
-                inner.cache.stats.not_found.fetch_add(1, Relaxed);
+            // Another lookup of this key is under way: wait for its answer.
+            let waiting = {
+                let mut f = inner.inflight.lock().unwrap();
+                match f.get_mut(&key) {
+                    Some(waiters) => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        waiters.push(tx);
+                        Some(rx)
+                    }
+                    None => {
+                        f.insert(key.clone(), Vec::new());
+                        None
+                    }
+                }
+            };
+            if let Some(rx) = waiting {
+                inner.cache.stats.hits.fetch_add(1, Relaxed);
+                return match rx.await {
+                    Ok(r) => r.map_err(Into::into),
+                    Err(_) => Err("the lookup this one waited for was cancelled".into()),
+                };
             }
-            inner.cache.put(key, v.clone());
-            Ok(v)
+            // If this future is dropped (a timeout), the waiters learn it and the key is free.
+            let mut guard = Inflight {
+                map: &inner.inflight,
+                key: Some(key.clone()),
+            };
+            let r = this.query(&key).await;
+            match &r {
+                Ok(v) => {
+                    if v.is_none() {
+                        inner.cache.stats.not_found.fetch_add(1, Relaxed);
+                    }
+                    inner.cache.put(key.clone(), v.clone());
+                }
+                Err(_) => {
+                    inner.cache.stats.errors.fetch_add(1, Relaxed);
+                }
+            }
+            let waiters = inner.inflight.lock().unwrap().remove(&key);
+            guard.key = None;
+            for w in waiters.unwrap_or_default() {
+                let _ = w.send(r.as_ref().map(Clone::clone).map_err(|e| e.to_string()));
+            }
+            r
         }
     }
 
@@ -316,6 +360,23 @@ where
         };
         drop(slot);
         rows.first().map(|r| (inner.map_row)(r)).transpose()
+    }
+}
+
+/// Frees a key's in-flight entry when its query is abandoned.
+struct Inflight<'a, K: Hash + Eq, V> {
+    map: &'a Mutex<HashMap<K, Vec<Waiter<V>>>>,
+    key: Option<K>,
+}
+
+impl<K: Hash + Eq, V> Drop for Inflight<'_, K, V> {
+    fn drop(&mut self) {
+        // Still armed: the query was abandoned. Dropping the waiters' senders tells them.
+        if let Some(k) = self.key.take() {
+            if let Ok(mut m) = self.map.lock() {
+                m.remove(&k);
+            }
+        }
     }
 }
 
@@ -416,14 +477,14 @@ mod tests {
         let c: LookupCache<u32, String> = LookupCache::new(2, Duration::from_millis(200));
         c.put(1, Some("a".into()));
         c.put(2, None);
-        assert_eq!(c.get(1), Some(Some("a".into())));
-        assert_eq!(c.get(2), Some(None), "a missing row is cached too");
+        assert_eq!(c.get(&1), Some(Some("a".into())));
+        assert_eq!(c.get(&2), Some(None), "a missing row is cached too");
         c.put(3, Some("c".into()));
         assert_eq!(c.len(), 2);
-        assert_eq!(c.get(1), None, "the oldest loaded is evicted");
+        assert_eq!(c.get(&1), None, "the oldest loaded is evicted");
         assert_eq!(c.stats.evicted.load(Relaxed), 1);
         std::thread::sleep(Duration::from_millis(250));
-        assert_eq!(c.get(3), None, "expired");
+        assert_eq!(c.get(&3), None, "expired");
         // Reloading a key many times keeps the order queue bounded.
         for i in 0..1000 {
             c.put(7, Some(i.to_string()));
