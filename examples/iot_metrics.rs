@@ -599,7 +599,7 @@ fn main() -> anyhow::Result<()> {
                 MissingRow::Default(unknown_vehicle()),
                 AsyncOptions::ordered()
                     .with_capacity(200)
-                    .with_timeout_ms(5_000)
+                    .with_timeout_ms(30_000)
                     .with_max_attempts(3),
             )
             .main

@@ -129,7 +129,7 @@ fn stdout_lines(args: &[&str]) -> Vec<String> {
 fn bounded_run_on_stdout_is_deterministic_at_any_parallelism() {
     let args = [
         "--vehicles",
-        "50",
+        "100",
         "--events-per-vehicle",
         "120",
         "--start-ms",
@@ -138,14 +138,14 @@ fn bounded_run_on_stdout_is_deterministic_at_any_parallelism() {
     let p1 = stdout_lines(&[&args[..], &["-p", "1"]].concat());
     let p3 = stdout_lines(&[&args[..], &["-p", "3"]].concat());
     assert_eq!(p1, p3);
-    // 50 vehicles × 8 gauges at every 10 s tick they were seen in (30 s of events: 4 or 5
+    // 100 vehicles × 8 gauges at every 10 s tick they were seen in (30 s of events: 3 to 5
     // ticks), and fleet windows per region and model.
     let gauges = p1.iter().filter(|l| l.contains("vehicle_id=")).count();
-    assert!((50 * 8 * 4..=50 * 8 * 5).contains(&gauges), "{gauges}");
+    assert!((100 * 8 * 3..=100 * 8 * 5).contains(&gauges), "{gauges}");
     assert!(p1
         .iter()
         .any(|l| l.starts_with("iot_speed_kmh_p95{model=") && l.contains("region=")));
-    // Vehicle 49 is not in the built-in table: it is enriched as "unknown".
+    // Vehicle 99 is not in the built-in table: it is enriched as "unknown".
     assert!(p1
         .iter()
         .any(|l| l.contains(r#"model="unknown",region="unknown""#)));
@@ -204,23 +204,83 @@ fn killed_and_restored_run_stores_the_same_samples_in_prometheus() {
         ],
     ]
     .concat();
-    // Two SIGKILLs at 1.5 s into an attempt (the run takes about 3 s at 20 000 events/s),
-    // then a run to the end.
+    // Two SIGKILLs, each once the attempt has completed a checkpoint and written samples after
+    // it (so the restored attempt replays samples Prometheus already has), then a run to the
+    // end.
+    let count_stored = || -> u64 {
+        let url = format!(
+            "{}/api/v1/query",
+            service_var("prometheus", "PROMETHEUS_URL")
+        );
+        let q = format!(r#"sum(count_over_time(iot_vehicle_in_state{{run="{chaos_label}"}}[2h]))"#);
+        let text = reqwest::blocking::Client::new()
+            .get(url)
+            .query(&[("query", q)])
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["data"]["result"][0]["value"][1]
+            .as_str()
+            .map_or(0, |s| s.parse().unwrap())
+    };
+    let checkpoints = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&chk)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .filter(|n| n.starts_with("chk-"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
     let mut kills = 0;
-    let mut restored = Vec::new();
+    let mut stored_before_last = usize::MAX;
     let t0 = Instant::now();
-    loop {
+    let last = loop {
         let mut child = Command::new(example("iot_metrics"))
             .args(&chaos_args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        if kills == 2 && stored_before_last == usize::MAX {
+            stored_before_last = stored(&format!(r#"{{run="{chaos_label}"}}"#), &["run"])
+                .values()
+                .map(|v| v.len())
+                .sum();
+        }
         if kills < 2 {
-            std::thread::sleep(Duration::from_millis(1_500));
-            if child.try_wait().unwrap().is_none() {
-                child.kill().unwrap(); // SIGKILL
-                child.wait().unwrap();
+            let before = checkpoints();
+            let started = Instant::now();
+            // (newest checkpoint of this attempt, samples stored when it was first seen)
+            let mut seen: Option<(String, u64)> = None;
+            let killed = loop {
+                if child.try_wait().unwrap().is_some() {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                let now = checkpoints();
+                let newest = now.last().filter(|c| !before.contains(c)).cloned();
+                let stored = count_stored();
+                let ready = match (&seen, newest) {
+                    (Some((c, n)), Some(new)) if *c == new => stored > *n,
+                    (_, Some(new)) => {
+                        seen = Some((new, stored));
+                        false
+                    }
+                    _ => false,
+                };
+                if ready || started.elapsed() > Duration::from_secs(30) {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    break true;
+                }
+            };
+            if killed {
                 kills += 1;
                 continue;
             }
@@ -228,14 +288,34 @@ fn killed_and_restored_run_stores_the_same_samples_in_prometheus() {
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(out.status.success(), "{stderr}");
-        restored.push(stderr);
-        break;
-    }
+        break stderr;
+    };
     assert!(t0.elapsed() < Duration::from_secs(300));
-    let last = restored.pop().unwrap();
     assert_eq!(kills, 2, "the job ended before it could be killed twice");
     assert!(last.contains("restored from checkpoint"), "{last}");
     eprintln!("last attempt: {last}");
+    // The last attempt replayed samples written after its checkpoint: Prometheus accepted the
+    // exact duplicates of each series' newest sample and refused the older ones as out of
+    // order, which the sink isolated and counted. Either way it sent more than was missing.
+    let counter = |what: &str| -> u64 {
+        last.split(what)
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no '{what}' in {last}"))
+    };
+    let sent = counter(" samples in ");
+    let replayed = counter(" replayed duplicates");
+    let chaos_label_selector = format!(r#"{{run="{chaos_label}"}}"#);
+    let total: usize = stored(&chaos_label_selector, &["run"])
+        .values()
+        .map(|v| v.len())
+        .sum();
+    assert!(
+        sent + replayed > (total - stored_before_last) as u64,
+        "the restored attempt replayed nothing: {sent} sent, {replayed} replayed, {} missing",
+        total - stored_before_last
+    );
 
     let clean = stored(&format!(r#"{{run="{clean_label}"}}"#), &["run"]);
     let chaos = stored(&format!(r#"{{run="{chaos_label}"}}"#), &["run"]);
@@ -286,8 +366,8 @@ fn enrichment_from_postgres_gives_the_same_output_as_the_builtin_table() {
         .collect();
     from_pg.sort();
     assert_eq!(from_pg, builtin);
-    // 120 vehicles: the cache answers most lookups (a few concurrent misses of one vehicle
-    // may each query); vehicle 99 has no row.
+    // 120 vehicles: one query per vehicle (more only if a lookup timed out and was retried),
+    // the cache answers the rest; vehicle 99 has no row.
     let line = stderr
         .lines()
         .find(|l| l.contains("postgres lookups"))
@@ -302,7 +382,7 @@ fn enrichment_from_postgres_gives_the_same_output_as_the_builtin_table() {
             .parse()
             .unwrap()
     };
-    assert!(n(" queries") >= 120 && n(" queries") <= 600, "{line}");
+    assert!(n(" queries") >= 120, "{line}");
     assert!(n(" cache hits") > 5_000, "{line}");
     assert!(n(" without a row") >= 1, "{line}");
 }
