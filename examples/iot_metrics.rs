@@ -177,7 +177,7 @@ fn make_event(v: u32, n: u32, start_ms: i64, vehicles: u32) -> Event {
     let ts_ms = sent - rng.below(MAX_DELAY_MS as u64) as i64;
     let block = (ts_ms - start_ms).div_euclid(PERIOD_MS);
     let state = true_state(v, block);
-    let reading = if n % STATUS_EVERY == 0 {
+    let reading = if n.is_multiple_of(STATUS_EVERY) {
         Reading::Status(state)
     } else {
         let phase = (f64::from(n) / 400.0 + f64::from(v)).sin();
