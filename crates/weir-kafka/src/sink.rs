@@ -194,7 +194,8 @@ impl<T: 'static> KafkaSink<T> {
         self
     }
     /// The partition whose consumer-group offsets mark committed transactions (default
-    /// `weir-transactions`, partition 0; it need not exist).
+    /// `weir-transactions`, partition 0; the sink creates the topic if it does not exist, as
+    /// the broker refuses offsets of unknown partitions).
     pub fn transaction_marker(mut self, topic: impl Into<String>, partition: i32) -> Self {
         self.marker = (topic.into(), partition);
         self
@@ -432,6 +433,70 @@ impl TxnProducer {
     }
 }
 
+/// Runs a future to completion on this thread (rdkafka's admin futures need no runtime).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct W(std::thread::Thread);
+    impl std::task::Wake for W {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark()
+        }
+    }
+    let waker = Arc::new(W(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+/// Creates the marker topic (one partition, the broker's default replication) unless it
+/// exists; once per process and topic.
+fn ensure_marker_topic(
+    brokers: &str,
+    props: &[(String, String)],
+    marker: &(String, i32),
+) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    static DONE: OnceLock<Mutex<HashSet<(String, String)>>> = OnceLock::new();
+    let key = (brokers.to_string(), marker.0.clone());
+    let done = DONE.get_or_init(Default::default);
+    if done.lock().unwrap().contains(&key) {
+        return Ok(());
+    }
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = client_config(brokers, props)
+        .create()
+        .map_err(|e| kafka_err("creating an admin client", e))?;
+    let md = admin
+        .inner()
+        .fetch_metadata(Some(&marker.0), OP_TIMEOUT)
+        .map_err(|e| kafka_err(format!("metadata of {}", marker.0), e))?;
+    let exists = md.topics().iter().any(|t| {
+        t.name() == marker.0 && t.error().is_none() && t.partitions().len() as i32 > marker.1
+    });
+    if !exists {
+        let r = block_on(admin.create_topics(
+            &[NewTopic::new(
+                &marker.0,
+                marker.1 + 1,
+                TopicReplication::Fixed(-1),
+            )],
+            &AdminOptions::new().operation_timeout(Some(OP_TIMEOUT)),
+        ))
+        .map_err(|e| kafka_err(format!("creating topic {}", marker.0), e))?;
+        for x in r {
+            match x {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((t, e)) => return Err(kafka_err(format!("creating topic {t}"), e)),
+            }
+        }
+    }
+    done.lock().unwrap().insert(key);
+    Ok(())
+}
+
 /// A pre-committed transaction, as the checkpoint holds it.
 #[derive(Serialize, Deserialize)]
 struct PendingTxn {
@@ -515,6 +580,7 @@ impl TxnCommitter {
     /// Makes sure the transaction `p` ends committed, from any process: fence its id, look
     /// for its marker, and write its records again if the marker is not there.
     fn recover(&self, p: &PendingTxn) -> Result<()> {
+        ensure_marker_topic(&self.brokers, &self.props, &p.marker)?;
         let tp = TxnProducer::init(
             &self.brokers,
             &self.props,
@@ -808,6 +874,7 @@ impl<T> TxnWriter<T> {
         if !self.slots.is_empty() {
             return Ok(());
         }
+        ensure_marker_topic(&self.brokers, &self.props, &self.marker)?;
         let ids: Vec<String> = (0..self.pool)
             .map(|n| txn_id(&self.prefix, self.subtask, n))
             .collect();

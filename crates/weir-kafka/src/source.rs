@@ -135,10 +135,12 @@ impl<T: 'static> Source<T> for KafkaSource<T> {
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .set("client.id", format!("weir-source-{subtask}"));
-        // librdkafka wants a group id for commits and committed offsets only.
-        if let Some(g) = &self.group_id {
-            c.set("group.id", g);
-        }
+        // librdkafka needs a group id even to assign partitions by hand (it never joins the
+        // group: assignments are Weir's); offsets are committed only to a group the user named.
+        c.set(
+            "group.id",
+            self.group_id.as_deref().unwrap_or("weir-unnamed"),
+        );
         for (k, v) in &self.props {
             c.set(k, v);
         }
