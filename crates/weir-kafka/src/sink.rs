@@ -555,7 +555,12 @@ impl Committer for TxnCommitter {
             r.open.remove(&p.token)
         };
         if let Some(tp) = found {
-            match tp.producer.commit_transaction(OP_TIMEOUT) {
+            failpoint("abort-before-commit");
+            let committed = tp.producer.commit_transaction(OP_TIMEOUT);
+            if committed.is_ok() {
+                failpoint("abort-after-commit");
+            }
+            match committed {
                 Ok(()) => {
                     self.stats.committed.fetch_add(1, Ordering::Relaxed);
                     registry().lock().unwrap().done.insert(p.token);
@@ -573,6 +578,21 @@ impl Committer for TxnCommitter {
         self.recover(&p)?;
         registry().lock().unwrap().done.insert(p.token);
         Ok(())
+    }
+}
+
+/// Fault injection for tests: `WEIR_KAFKA_FAILPOINT=NAME` aborts the process (as a `kill -9`
+/// would stop it) when the committer reaches `NAME`: `abort-before-commit` (the checkpoint is
+/// durable, its transactions are not committed) or `abort-after-commit`.
+fn failpoint(name: &str) {
+    static FP: OnceLock<Option<String>> = OnceLock::new();
+    if FP
+        .get_or_init(|| std::env::var("WEIR_KAFKA_FAILPOINT").ok())
+        .as_deref()
+        == Some(name)
+    {
+        eprintln!("weir-kafka: failpoint {name}: aborting the process");
+        std::process::abort();
     }
 }
 

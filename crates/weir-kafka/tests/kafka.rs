@@ -54,3 +54,35 @@ fn exactly_once_sink_without_checkpoints_commits_at_the_end() {
     want.sort();
     assert_eq!(got, want);
 }
+
+/// Waits until `f` holds (or panics after `secs`).
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn unbounded_source_reads_records_that_arrive_later() {
+    let topic = unique("unbounded");
+    create_topic(&topic, 2);
+    produce(&topic, &[Rec::new(0, "a"), Rec::new(1, "b")]);
+    let env = StreamEnv::new().with_parallelism(1);
+    let out = CollectSink::new();
+    env.source(KafkaSource::new(bootstrap(), &[&topic], Utf8))
+        .sink(out.clone());
+    let job = env.execute_async("unbounded").unwrap();
+    wait_until(30, "the first records", || out.len() == 2);
+    produce(&topic, &[Rec::new(0, "c"), Rec::new(1, "d")]);
+    wait_until(30, "later records", || out.len() == 4);
+    job.cancel();
+    let _ = job.join();
+    let mut v = out.values();
+    v.sort();
+    assert_eq!(v, ["a", "b", "c", "d"]);
+}
