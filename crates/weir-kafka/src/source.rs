@@ -164,6 +164,7 @@ impl<T: 'static> Source<T> for KafkaSource<T> {
             last_snapshot: Vec::new(),
             alignment: self.alignment.clone().map(|a| (Member::join(&a.group), a)),
             next_periodic: Instant::now(),
+            max_allowed: None,
             batch: self.batch,
             commit: self.commit_on_checkpoint && self.group_id.is_some(),
             bytes_in: None,
@@ -218,6 +219,9 @@ struct KafkaReader<T> {
     last_snapshot: Vec<(String, i32, i64)>,
     alignment: Option<(Member, WatermarkAlignment)>,
     next_periodic: Instant,
+    /// Alignment: the highest watermark a partition may reach before it is paused (the group's
+    /// minimum plus the allowed drift, as of the last update).
+    max_allowed: Option<i64>,
     batch: usize,
     commit: bool,
     bytes_in: Option<Counter>,
@@ -388,6 +392,33 @@ impl<T: 'static> KafkaReader<T> {
         *self.index.get(topic)?.get(partition as usize)?
     }
 
+    /// Publishes this reader's minimum watermark to its alignment group and recomputes the
+    /// highest watermark a partition may reach.
+    fn refresh_alignment(&mut self, out: &SourceOutput<T>) {
+        let Some((member, a)) = &self.alignment else {
+            return;
+        };
+        // The minimum over this reader's active partitions; paused ones count with their last
+        // watermark (they are ahead, they never hold the group back).
+        let local = self
+            .parts
+            .iter()
+            .filter(|p| !p.finished)
+            .filter_map(|p| {
+                if p.paused_since.is_some() {
+                    p.last_wm
+                } else {
+                    out.split_watermark(p.split)
+                }
+            })
+            .min();
+        // As Flink: a partition without records yet holds the group at the minimum, so the
+        // others wait for it (or for its idleness).
+        self.max_allowed = member
+            .update(local)
+            .map(|g| g.saturating_add(a.max_drift.as_millis() as i64));
+    }
+
     /// Periodic work: lag and watermark gauges, watermark alignment.
     fn periodic(&mut self, out: &mut SourceOutput<T>) -> Result<()> {
         let now = Instant::now();
@@ -428,31 +459,16 @@ impl<T: 'static> KafkaReader<T> {
                 p.paused_since = Some(now);
             }
         }
-        let Some((member, a)) = &self.alignment else {
+        if self.alignment.is_none() {
             return Ok(());
-        };
-        // The minimum over this reader's active partitions; paused ones count with their last
-        // watermark (they are ahead, they never hold the group back).
-        let local = self
-            .parts
-            .iter()
-            .filter(|p| !p.finished)
-            .filter_map(|p| {
-                if p.paused_since.is_some() {
-                    p.last_wm
-                } else {
-                    out.split_watermark(p.split)
-                }
-            })
-            .min();
-        let group_min = member.update(local);
-        let max_drift = a.max_drift.as_millis() as i64;
+        }
+        self.refresh_alignment(out);
         for p in &mut self.parts {
             if p.finished {
                 continue;
             }
-            let ahead = match (group_min, p.last_wm) {
-                (Some(g), Some(w)) => g != i64::MIN && w > g.saturating_add(max_drift),
+            let ahead = match (self.max_allowed, p.last_wm) {
+                (Some(m), Some(w)) => w > m,
                 _ => false,
             };
             let mut tpl = TopicPartitionList::new();
@@ -463,12 +479,12 @@ impl<T: 'static> KafkaReader<T> {
                     .map_err(|e| kafka_err("pausing a partition", e))?;
                 p.paused_since = Some(now);
                 tracing::debug!(
-                    "kafka: paused {}-{} (watermark {:?} ahead of the group's {:?} by more than {:?})",
+                    "kafka: paused {}-{} (watermark {:?} beyond the group's minimum plus the \
+                     allowed drift, {:?})",
                     p.topic,
                     p.partition,
                     p.last_wm,
-                    group_min,
-                    a.max_drift
+                    self.max_allowed
                 );
             } else if !ahead && p.paused_since.is_some() {
                 self.consumer
@@ -570,8 +586,30 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
                 Err(e) => out.bad_record(split, offset as u64, m.payload().unwrap_or(&[]), e)?,
             }
             emitted += 1;
-            let part = &mut self.parts[i];
-            part.next = offset + 1;
+            self.parts[i].next = offset + 1;
+            if let Some(m) = self.max_allowed {
+                // Alignment between updates: pause as soon as the partition runs ahead (after
+                // checking with the group again: it may be the one that holds it back). What
+                // librdkafka fetched beyond this record is dropped and fetched again on resume.
+                let w = out.split_watermark(split).filter(|w| *w > m);
+                if w.is_some() && self.parts[i].paused_since.is_none() {
+                    self.refresh_alignment(out);
+                }
+                let max_allowed = self.max_allowed;
+                let part = &mut self.parts[i];
+                if part.paused_since.is_none() {
+                    if let Some(w) = w.filter(|w| max_allowed.is_some_and(|m| *w > m)) {
+                        part.last_wm = Some(w);
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition(&part.topic, part.partition);
+                        self.consumer
+                            .pause(&tpl)
+                            .map_err(|e| kafka_err("pausing a partition", e))?;
+                        part.paused_since = Some(Instant::now());
+                    }
+                }
+            }
+            let part = &self.parts[i];
             if part.stop.is_some_and(|s| part.next >= s) {
                 self.finish_part(i, out)?;
             }
