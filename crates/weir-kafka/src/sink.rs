@@ -1005,7 +1005,7 @@ impl<T> SinkWriter<T> for TxnWriter<T> {
         let cur = self.current.as_mut().expect("begun");
         send(&self.slots[cur.slot].producer, None, &m, None)?;
         cur.records.push(m);
-        if cur.records.len() % 1000 == 0 {
+        if cur.records.len().is_multiple_of(1000) {
             let p = &self.slots[cur.slot].producer;
             p.poll(Duration::ZERO);
             if let Some(e) = delivery_error(p) {

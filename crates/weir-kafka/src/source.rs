@@ -246,7 +246,7 @@ impl<T: 'static> KafkaReader<T> {
             if let Some(e) = mt.error() {
                 return Err(kafka_err(
                     format!("metadata of topic '{t}'"),
-                    format!("{:?}", rdkafka::types::RDKafkaRespErr::from(e)),
+                    format!("{e:?}"),
                 ));
             }
             for p in mt.partitions() {

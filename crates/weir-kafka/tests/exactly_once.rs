@@ -191,6 +191,14 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
         let n = c.len() as u64;
         assert_eq!(c, (1..=n).collect::<Vec<_>>(), "counts of key {k}");
     }
+    // The source committed its checkpointed offsets to the group (for monitoring): present,
+    // and never beyond the end of the input.
+    let committed = group_offsets(&group, &input, 3);
+    assert!(committed.iter().any(|o| *o > 0), "committed {committed:?}");
+    assert!(
+        committed.iter().sum::<i64>() <= total as i64,
+        "committed {committed:?}"
+    );
     // Uncommitted (aborted) output exists when a kill hit an open transaction: read_uncommitted
     // sees at least as much.
     assert!(read_all(&output, false).len() >= got.len());

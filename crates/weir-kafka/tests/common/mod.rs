@@ -207,3 +207,24 @@ pub fn read_all(topic: &str, read_committed: bool) -> Vec<KafkaRecord> {
     }
     out
 }
+
+/// The offsets `group` committed for partitions `0..n` of `topic` (-1: none).
+pub fn group_offsets(group: &str, topic: &str, n: i32) -> Vec<i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..n {
+        tpl.add_partition(topic, p);
+    }
+    let r = c.committed_offsets(tpl, Duration::from_secs(30)).unwrap();
+    r.elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => -1,
+        })
+        .collect()
+}
