@@ -203,3 +203,85 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
     // sees at least as much.
     assert!(read_all(&output, false).len() >= got.len());
 }
+
+#[test]
+fn kafka_pipeline_generates_windows_and_counts_every_reading_once() {
+    let readings = unique("readings");
+    let means = unique("means");
+    create_topic(&readings, 3);
+    create_topic(&means, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(example("kafka_pipeline"))
+            .args(args)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kafka_pipeline {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let c1 = dir.path().join("c1");
+    let c2 = dir.path().join("c2");
+    run(&[
+        "generate",
+        "--brokers",
+        bootstrap(),
+        "--topic",
+        &readings,
+        "--sensors",
+        "5",
+        "--readings",
+        "3000",
+        "--checkpoint-dir",
+        c1.to_str().unwrap(),
+        "--checkpoint-interval",
+        "200ms",
+        "-p",
+        "2",
+    ]);
+    run(&[
+        "window",
+        "--brokers",
+        bootstrap(),
+        "--topic",
+        &readings,
+        "--output-topic",
+        &means,
+        "--group",
+        &unique("pipeline"),
+        "--bounded",
+        "--checkpoint-dir",
+        c2.to_str().unwrap(),
+        "--checkpoint-interval",
+        "200ms",
+        "-p",
+        "2",
+    ]);
+    let out = read_all(&means, true);
+    let mut windows = std::collections::HashSet::new();
+    let mut total = 0;
+    for r in &out {
+        let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        assert!(
+            windows.insert((v["sensor"].as_u64().unwrap(), v["start"].as_i64().unwrap())),
+            "a window twice: {v}"
+        );
+        assert_eq!(
+            v["end"].as_i64().unwrap() - v["start"].as_i64().unwrap(),
+            5000
+        );
+        total += v["count"].as_u64().unwrap();
+    }
+    assert_eq!(total, 3000, "every reading in exactly one window");
+    assert_eq!(
+        windows
+            .iter()
+            .map(|w| w.0)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        5
+    );
+}
