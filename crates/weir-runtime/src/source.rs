@@ -117,6 +117,15 @@ impl<T: 'static> SourceOutput<T> {
         &self.splits[i].name
     }
 
+    /// The watermark split `split` has generated so far (`i64::MIN` before its first event),
+    /// or `None` when no watermarks are generated or the split is idle. For watermark
+    /// alignment: a source pauses splits that run too far ahead of the others.
+    pub fn split_watermark(&self, split: usize) -> Option<i64> {
+        let generate = self.strategy.as_ref().is_some_and(|s| s.generate);
+        let s = self.splits.get(split)?;
+        (generate && !s.idle).then(|| s.gen.current())
+    }
+
     /// Records where the next record comes from (line or offset in split `split`), for error
     /// messages downstream.
     #[inline]

@@ -381,6 +381,7 @@ impl<T: Data> DataStream<T> {
         let c2 = committer.clone();
         let s = self.add_operator(&name, move |ctx| {
             let mut writer = sink.create_writer(ctx.subtask, ctx.parallelism)?;
+            writer.open(ctx)?;
             if let Some(r) = &ctx.restored {
                 writer.restore(&r.operator)?;
             }

@@ -30,6 +30,10 @@ pub struct SinkSnapshot {
 
 /// Writes the records of one subtask.
 pub trait SinkWriter<T> {
+    /// Called once when the writer's task starts, before `restore` (e.g. to register metrics).
+    fn open(&mut self, _ctx: &OperatorContext) -> Result<()> {
+        Ok(())
+    }
     /// One record.
     fn write(&mut self, rec: Record<T>) -> Result<()>;
     /// The task has no input ready: push buffered output out.

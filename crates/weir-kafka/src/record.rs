@@ -1,0 +1,136 @@
+//! What a Kafka source emits: deserializers from a consumed message to the stream's type.
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::marker::PhantomData;
+
+/// A consumed message, borrowed: everything Kafka says about it.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// Its topic.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp (create or log-append time, ms since the epoch), if it has one.
+    pub timestamp: Option<i64>,
+    /// Its key.
+    pub key: Option<&'a [u8]>,
+    /// Its value (`None` for a tombstone).
+    pub value: Option<&'a [u8]>,
+    /// Its headers, in order.
+    pub headers: &'a [(String, Option<Vec<u8>>)],
+}
+
+/// A consumed message, owned: what the [`KafkaRecord`] deserializer emits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KafkaRecord {
+    /// Its topic.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Its timestamp (ms since the epoch), if it has one.
+    pub timestamp: Option<i64>,
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its value (`None` for a tombstone).
+    pub value: Option<Vec<u8>>,
+    /// Its headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl KafkaRecord {
+    /// The value as UTF-8 text (lossy), empty for a tombstone.
+    pub fn value_str(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(self.value.as_deref().unwrap_or_default())
+    }
+    /// The first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.as_deref())
+    }
+}
+
+/// Turns a consumed message into a record of the stream. An error sends the message through
+/// the source's bad-record policy (fail, drop or dead-letter) with its raw value.
+pub trait Deserializer<T>: Send + Sync + 'static {
+    /// Whether the headers are needed (they are copied only then).
+    fn wants_headers(&self) -> bool {
+        false
+    }
+    /// Decodes one message.
+    fn deserialize(&self, rec: &RawRecord<'_>) -> Result<T, String>;
+}
+
+/// Everything about the message, bytes untouched: emits [`KafkaRecord`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Raw;
+
+impl Deserializer<KafkaRecord> for Raw {
+    fn wants_headers(&self) -> bool {
+        true
+    }
+    fn deserialize(&self, r: &RawRecord<'_>) -> Result<KafkaRecord, String> {
+        Ok(KafkaRecord {
+            topic: r.topic.to_string(),
+            partition: r.partition,
+            offset: r.offset,
+            timestamp: r.timestamp,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            headers: r.headers.to_vec(),
+        })
+    }
+}
+
+/// The value as UTF-8 text; invalid UTF-8 (or a tombstone) is a bad record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Utf8;
+
+impl Deserializer<String> for Utf8 {
+    fn deserialize(&self, r: &RawRecord<'_>) -> Result<String, String> {
+        let v = r.value.ok_or("a tombstone (no value)")?;
+        std::str::from_utf8(v)
+            .map(str::to_string)
+            .map_err(|e| format!("value is not UTF-8: {e}"))
+    }
+}
+
+/// The value as JSON, decoded with serde into `T`; a value that does not decode is a bad record.
+pub struct Json<T>(PhantomData<fn() -> T>);
+
+impl<T> Json<T> {
+    /// The JSON deserializer of `T`.
+    pub fn new() -> Self {
+        Json(PhantomData)
+    }
+}
+
+impl<T> Default for Json<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: DeserializeOwned + 'static> Deserializer<T> for Json<T> {
+    fn deserialize(&self, r: &RawRecord<'_>) -> Result<T, String> {
+        let v = r.value.ok_or("a tombstone (no value)")?;
+        serde_json::from_slice(v).map_err(|e| format!("invalid JSON: {e}"))
+    }
+}
+
+/// Any function of the raw message.
+impl<T, F> Deserializer<T> for F
+where
+    F: Fn(&RawRecord<'_>) -> Result<T, String> + Send + Sync + 'static,
+{
+    fn wants_headers(&self) -> bool {
+        true
+    }
+    fn deserialize(&self, r: &RawRecord<'_>) -> Result<T, String> {
+        self(r)
+    }
+}
