@@ -314,9 +314,13 @@ fn producer_config(
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000");
     if let Some((id, timeout)) = txn {
+        // Short retry backoffs: fencing an open transaction makes `init_transactions` retry
+        // (CONCURRENT_TRANSACTIONS) until the broker has aborted it, and recovery waits on it.
         c.set("transactional.id", id)
             .set("transaction.timeout.ms", timeout.as_millis().to_string())
-            .set("enable.idempotence", "true");
+            .set("enable.idempotence", "true")
+            .set("retry.backoff.ms", "20")
+            .set("retry.backoff.max.ms", "200");
     }
     for (k, v) in props {
         c.set(k, v);
@@ -379,7 +383,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(60);
 struct TxnProducer {
     id: String,
     producer: Prod,
-    group: ConsumerGroupMetadata,
+    brokers: String,
+    /// The metadata of the consumer group that marks this id's committed transactions
+    /// (made on first use: it takes a consumer).
+    group: OnceLock<ConsumerGroupMetadata>,
 }
 
 impl TxnProducer {
@@ -391,25 +398,34 @@ impl TxnProducer {
         id: &str,
         timeout: Duration,
     ) -> Result<Self> {
+        let started = Instant::now();
         let producer: Prod = producer_config(brokers, props, Some((id, timeout)))
             .create_with_context(DeliveryCtx::default())
             .map_err(|e| kafka_err(format!("creating transactional producer {id}"), e))?;
         producer
             .init_transactions(OP_TIMEOUT)
             .map_err(|e| kafka_err(format!("initializing transactions of {id}"), e))?;
-        // The consumer group that marks this id's committed transactions.
-        let consumer: BaseConsumer = client_config(brokers, &[])
-            .set("group.id", id)
-            .create()
-            .map_err(|e| kafka_err("creating a consumer for group metadata", e))?;
-        let group = consumer
-            .group_metadata()
-            .ok_or_else(|| kafka_err(format!("group metadata of {id}"), "none"))?;
+        tracing::debug!("kafka sink: {id} initialized in {:?}", started.elapsed());
         Ok(TxnProducer {
             id: id.to_string(),
             producer,
-            group,
+            brokers: brokers.to_string(),
+            group: OnceLock::new(),
         })
+    }
+
+    fn group(&self) -> Result<&ConsumerGroupMetadata> {
+        if let Some(g) = self.group.get() {
+            return Ok(g);
+        }
+        let consumer: BaseConsumer = client_config(&self.brokers, &[])
+            .set("group.id", &self.id)
+            .create()
+            .map_err(|e| kafka_err("creating a consumer for group metadata", e))?;
+        let g = consumer
+            .group_metadata()
+            .ok_or_else(|| kafka_err(format!("group metadata of {}", self.id), "none"))?;
+        Ok(self.group.get_or_init(|| g))
     }
 
     /// Flushes the open transaction and adds its marker: the marker group's offset becomes
@@ -428,7 +444,7 @@ impl TxnProducer {
         tpl.add_partition_offset(&marker.0, marker.1, Offset::Offset(token))
             .map_err(|e| kafka_err("marker offset", e))?;
         self.producer
-            .send_offsets_to_transaction(&tpl, &self.group, OP_TIMEOUT)
+            .send_offsets_to_transaction(&tpl, self.group()?, OP_TIMEOUT)
             .map_err(|e| kafka_err(format!("marking transaction of {}", self.id), e))
     }
 }

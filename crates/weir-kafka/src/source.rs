@@ -13,7 +13,7 @@
 use crate::alignment::Member;
 use crate::record::{Deserializer, RawRecord};
 use crate::{client_config, kafka_err, WatermarkAlignment};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -144,8 +144,8 @@ impl<T: 'static> Source<T> for KafkaSource<T> {
         for (k, v) in &self.props {
             c.set(k, v);
         }
-        let consumer: BaseConsumer = c
-            .create()
+        let consumer: BaseConsumer<SourceCtx> = c
+            .create_with_context(SourceCtx)
             .map_err(|e| kafka_err("creating a consumer", e))?;
         Ok(Box::new(KafkaReader {
             consumer,
@@ -175,6 +175,36 @@ impl<T: 'static> Source<T> for KafkaSource<T> {
     }
 }
 
+/// Reports librdkafka's events through `tracing`: commit failures as warnings, end-of-partition
+/// events (which `poll` also returns) not as errors.
+struct SourceCtx;
+
+impl rdkafka::ClientContext for SourceCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::trace!("kafka source: {reason}");
+        } else {
+            tracing::warn!("kafka source: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for SourceCtx {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => tracing::debug!("kafka source: committed {offsets:?}"),
+            Err(e) => tracing::warn!("kafka source: committing offsets to the group failed: {e}"),
+        }
+    }
+}
+
 /// A checkpointed position: the next offset of a partition.
 #[derive(Serialize, Deserialize)]
 struct PartitionPosition {
@@ -200,7 +230,7 @@ struct Part {
 }
 
 struct KafkaReader<T> {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceCtx>,
     topics: Vec<String>,
     group_id: Option<String>,
     start: StartFrom,
@@ -665,7 +695,10 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
         for e in entries {
             let p: PartitionPosition = postcard::from_bytes(e)
                 .map_err(|x| WeirError::Config(format!("kafka source state: {x}")))?;
-            m.insert((p.topic, p.partition), p.next);
+            // A subtask that had not started yet when the checkpoint was taken repeats the
+            // positions it was restored with: offsets only advance, so the highest one wins.
+            let next = m.entry((p.topic, p.partition)).or_insert(p.next);
+            *next = (*next).max(p.next);
         }
         self.restored = Some(m);
         Ok(())
