@@ -49,6 +49,7 @@ pub enum StartFrom {
 pub struct KafkaSource<T> {
     brokers: String,
     topics: Vec<String>,
+    pattern: Option<regex_lite::Regex>,
     group_id: Option<String>,
     start: StartFrom,
     bounded: bool,
@@ -71,6 +72,7 @@ impl<T: 'static> KafkaSource<T> {
         KafkaSource {
             brokers: brokers.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
+            pattern: None,
             group_id: None,
             start: StartFrom::Earliest,
             bounded: false,
@@ -80,6 +82,20 @@ impl<T: 'static> KafkaSource<T> {
             batch: 500,
             commit_on_checkpoint: true,
         }
+    }
+    /// Reads every topic whose whole name matches the regular expression `pattern` (internal
+    /// topics, starting with `__`, excepted), as listed when each reader starts: topics created
+    /// later are not picked up while the job runs.
+    pub fn pattern(
+        brokers: impl Into<String>,
+        pattern: &str,
+        deserializer: impl Deserializer<T>,
+    ) -> Result<Self> {
+        let re = regex_lite::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| WeirError::Config(format!("kafka topic pattern '{pattern}': {e}")))?;
+        let mut s = Self::new(brokers, &[], deserializer);
+        s.pattern = Some(re);
+        Ok(s)
     }
     /// The consumer group: offsets are committed to it when checkpoints complete, and
     /// [`StartFrom::Committed`] reads them.
@@ -150,6 +166,7 @@ impl<T: 'static> Source<T> for KafkaSource<T> {
         Ok(Box::new(KafkaReader {
             consumer,
             topics: self.topics.clone(),
+            pattern: self.pattern.clone(),
             group_id: self.group_id.clone(),
             start: self.start.clone(),
             bounded: self.bounded,
@@ -232,6 +249,7 @@ struct Part {
 struct KafkaReader<T> {
     consumer: BaseConsumer<SourceCtx>,
     topics: Vec<String>,
+    pattern: Option<regex_lite::Regex>,
     group_id: Option<String>,
     start: StartFrom,
     bounded: bool,
@@ -265,6 +283,20 @@ impl<T: 'static> KafkaReader<T> {
         self.started = true;
         self.bytes_in = Some(out.ctx.counter("bytes_in"));
         let mut all = Vec::new();
+        if let Some(re) = &self.pattern {
+            let md = self
+                .consumer
+                .fetch_metadata(None, TIMEOUT)
+                .map_err(|e| kafka_err("listing topics", e))?;
+            let mut names: Vec<String> = md
+                .topics()
+                .iter()
+                .map(|t| t.name().to_string())
+                .filter(|n| !n.starts_with("__") && re.is_match(n))
+                .collect();
+            names.sort();
+            self.topics = names;
+        }
         for t in &self.topics {
             let md = self
                 .consumer

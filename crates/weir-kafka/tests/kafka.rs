@@ -190,3 +190,27 @@ fn start_positions_latest_timestamp_offsets_and_committed() {
     };
     assert_eq!(read(latest, Some(&g)).len(), 0);
 }
+
+#[test]
+fn a_topic_pattern_reads_every_matching_topic() {
+    let base = unique("pat");
+    let (a, b, other) = (
+        format!("{base}-a-in"),
+        format!("{base}-b-in"),
+        format!("{base}-c-out"),
+    );
+    for t in [&a, &b, &other] {
+        create_topic(t, 2);
+        produce(t, &[Rec::new(0, t.as_bytes()), Rec::new(1, t.as_bytes())]);
+    }
+    let env = StreamEnv::new().with_parallelism(2);
+    let out = CollectSink::new();
+    let src = KafkaSource::pattern(bootstrap(), &format!("{base}-.*-in"), Utf8)
+        .unwrap()
+        .bounded();
+    env.source(src).sink(out.clone());
+    env.execute("pattern").unwrap();
+    let mut v = out.values();
+    v.sort();
+    assert_eq!(v, [a.clone(), a, b.clone(), b]);
+}
