@@ -44,7 +44,11 @@ fn exactly_once_sink_without_checkpoints_commits_at_the_end() {
     env.from_collection(items.clone())
         .rebalance()
         .sink(KafkaSink::strings(bootstrap(), &topic).exactly_once(unique("eos-end-tx")));
-    env.execute("eos end").unwrap();
+    let r = env.execute("eos end").unwrap();
+    // One transaction per subtask, committed at the end; records and bytes counted.
+    assert_eq!(r.metrics.gauge_max("kafka", "transactions_committed"), 2);
+    assert_eq!(r.metrics.counter_sum("kafka", "records_out"), 100);
+    assert!(r.metrics.counter_sum("kafka", "bytes_out") >= 290);
     let mut got: Vec<String> = read_all(&topic, true)
         .iter()
         .map(|r| r.value_str().into_owned())
