@@ -402,6 +402,11 @@ impl TxnProducer {
         let producer: Prod = producer_config(brokers, props, Some((id, timeout)))
             .create_with_context(DeliveryCtx::default())
             .map_err(|e| kafka_err(format!("creating transactional producer {id}"), e))?;
+        // Connect first: librdkafka looks up the transaction coordinator at once and, with no
+        // broker connection up yet, tries again only 500 ms later.
+        let _ = producer
+            .client()
+            .fetch_metadata(Some("__weir_none"), OP_TIMEOUT);
         producer
             .init_transactions(OP_TIMEOUT)
             .map_err(|e| kafka_err(format!("initializing transactions of {id}"), e))?;
@@ -925,7 +930,61 @@ impl<T> TxnWriter<T> {
             .map(Arc::new)
             .collect();
         self.free = (0..self.pool).rev().collect();
+        // Before this subtask's first transaction: record that the subtask exists (so that a
+        // later run with fewer subtasks fences its ids), and on subtask 0 fence the ids of every
+        // recorded subtask this run does not have.
+        self.register_subtask()?;
+        if self.subtask == 0 {
+            let gone: Vec<String> = self
+                .registered_subtasks()?
+                .into_iter()
+                .filter(|s| *s >= self.parallelism)
+                .flat_map(|s| (0..self.pool).map(move |n| (s, n)))
+                .map(|(s, n)| txn_id(&self.prefix, s, n))
+                .collect();
+            if !gone.is_empty() {
+                tracing::info!(
+                    "kafka sink: fencing {} transactional ids of subtasks this run does not have",
+                    gone.len()
+                );
+                init_all(&self.brokers, &self.props, &gone, self.timeout)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The consumer group whose existence records that subtask `s` has used its ids.
+    fn subtask_group(&self, s: usize) -> String {
+        format!("{}.weir-subtask-{s}", self.prefix)
+    }
+
+    fn register_subtask(&self) -> Result<()> {
+        let consumer: BaseConsumer = client_config(&self.brokers, &self.props)
+            .set("group.id", self.subtask_group(self.subtask))
+            .create()
+            .map_err(|e| kafka_err("creating a consumer to register a subtask", e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.marker.0, self.marker.1, Offset::Offset(1))
+            .map_err(|e| kafka_err("registering a subtask", e))?;
+        consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .map_err(|e| kafka_err("registering a subtask", e))
+    }
+
+    /// Subtasks that have registered under this prefix (in any run).
+    fn registered_subtasks(&self) -> Result<Vec<usize>> {
+        let consumer: BaseConsumer = client_config(&self.brokers, &self.props)
+            .create()
+            .map_err(|e| kafka_err("creating a consumer to list groups", e))?;
+        let groups = consumer
+            .fetch_group_list(None, OP_TIMEOUT)
+            .map_err(|e| kafka_err("listing consumer groups", e))?;
+        let prefix = format!("{}.weir-subtask-", self.prefix);
+        Ok(groups
+            .groups()
+            .iter()
+            .filter_map(|g| g.name().strip_prefix(&prefix)?.parse().ok())
+            .collect())
     }
 
     fn begin(&mut self) -> Result<()> {
@@ -1105,16 +1164,16 @@ impl<T> SinkWriter<T> for TxnWriter<T> {
 
     fn restore(&mut self, state: &[Vec<u8>]) -> Result<()> {
         // The committer already made sure the restored checkpoint's transactions are committed.
-        // Fence what this subtask's ids (and, for subtask 0, the ids of subtasks that no longer
-        // exist) left open after it.
+        // Fence what this subtask's ids (and, on subtask 0, those of subtasks this run does not
+        // have: the checkpoint's, and any a failed run registered) left open after it.
         self.ensure_init()?;
         if self.subtask == 0 {
             let mut gone = Vec::new();
             for e in state {
                 let s: WriterState = postcard::from_bytes(e)
                     .map_err(|x| WeirError::Config(format!("kafka sink state: {x}")))?;
-                if s.subtask as usize >= self.parallelism {
-                    for n in 0..(s.pool as usize).max(self.pool) {
+                if s.subtask as usize >= self.parallelism && (s.pool as usize) > self.pool {
+                    for n in self.pool..s.pool as usize {
                         gone.push(txn_id(&self.prefix, s.subtask as usize, n));
                     }
                 }

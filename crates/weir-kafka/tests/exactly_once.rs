@@ -194,8 +194,9 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
     // group (which it does when a checkpoint completes).
     let mut child = Command::new(example("kafka_counter"))
         .args(args(false, 2))
+        .env("RUST_LOG", "weir_kafka=info,weir_runtime=info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("run-extra.log")).unwrap())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -208,9 +209,11 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
     producer.join().unwrap();
     let out = Command::new(example("kafka_counter"))
         .args(args(true, 2))
+        .env("RUST_LOG", "weir_kafka=info,weir_runtime=info")
         .stdout(Stdio::null())
         .output()
         .unwrap();
+    std::fs::write(dir.path().join("run-final.log"), &out.stderr).unwrap();
     assert!(
         out.status.success(),
         "final bounded run failed: {}",
@@ -235,6 +238,22 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
         assert_eq!(r.key.as_deref(), Some(f[0].as_bytes()));
     }
     let lost = (0..total).filter(|i| !seen.contains_key(i)).count();
+    if lost > 0 {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        names.sort();
+        for n in names {
+            let l = std::fs::read_to_string(dir.path().join(&n)).unwrap();
+            eprintln!("--- {n}:");
+            for line in l.lines().filter(|l| !l.contains("initialized in")) {
+                eprintln!("{line}");
+            }
+        }
+    }
     let dup: u32 = seen.values().map(|n| n - 1).sum();
     assert_eq!((lost, dup), (0, 0), "lost and duplicated input records");
     for (k, mut c) in counts {
