@@ -218,3 +218,55 @@ fn a_topic_pattern_reads_every_matching_topic() {
     v.sort();
     assert_eq!(v, [a.clone(), a, b.clone(), b]);
 }
+
+#[test]
+fn per_record_topics_and_partitioning_by_key() {
+    let (t1, t2) = (unique("route-a"), unique("route-b"));
+    create_topic(&t1, 4);
+    create_topic(&t2, 4);
+    let env = StreamEnv::new().with_parallelism(2);
+    let items: Vec<u32> = (0..200).collect();
+    let (a, b) = (t1.clone(), t2.clone());
+    env.from_collection(items).rebalance().sink(
+        KafkaSink::per_record_topic(bootstrap(), move |i: &u32| {
+            let topic = if i % 2 == 0 { &a } else { &b };
+            Ok(KafkaMessage::value(i.to_string())
+                .with_key(format!("k{}", i % 10))
+                .with_topic(topic.as_str()))
+        })
+        .delivery(DeliveryGuarantee::AtLeastOnce),
+    );
+    env.execute("routing").unwrap();
+    for (t, parity) in [(&t1, 0), (&t2, 1)] {
+        let recs = read_all(t, false);
+        assert_eq!(recs.len(), 100);
+        let mut part_of_key: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+        for r in &recs {
+            let v: u32 = r.value_str().parse().unwrap();
+            assert_eq!(v % 2, parity);
+            let p = *part_of_key
+                .entry(r.key.clone().unwrap())
+                .or_insert(r.partition);
+            assert_eq!(p, r.partition, "a key in two partitions");
+        }
+        assert!(
+            part_of_key
+                .values()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 1
+        );
+    }
+}
+
+#[test]
+fn an_at_least_once_delivery_error_fails_the_job() {
+    let topic = unique("too-large");
+    create_topic(&topic, 1);
+    let env = StreamEnv::new().with_parallelism(1);
+    // The broker refuses records over ~1 MB; librdkafka is told to send up to 5 MB.
+    env.from_collection(vec![vec![b'x'; 2_000_000]])
+        .sink(KafkaSink::bytes(bootstrap(), &topic).property("message.max.bytes", "5000000"));
+    let e = env.execute("too large").unwrap_err().to_string();
+    assert!(e.contains("kafka: delivering a record"), "{e}");
+}
