@@ -229,7 +229,7 @@ fn per_record_topics_and_partitioning_by_key() {
     let (a, b) = (t1.clone(), t2.clone());
     env.from_collection(items).rebalance().sink(
         KafkaSink::per_record_topic(bootstrap(), move |i: &u32| {
-            let topic = if i % 2 == 0 { &a } else { &b };
+            let topic = if i.is_multiple_of(2) { &a } else { &b };
             Ok(KafkaMessage::value(i.to_string())
                 .with_key(format!("k{}", i % 10))
                 .with_topic(topic.as_str()))
