@@ -134,3 +134,60 @@ where
         self(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw<'a>(value: Option<&'a [u8]>, headers: &'a [(String, Option<Vec<u8>>)]) -> RawRecord<'a> {
+        RawRecord {
+            topic: "t",
+            partition: 2,
+            offset: 7,
+            timestamp: Some(1000),
+            key: Some(b"k"),
+            value,
+            headers,
+        }
+    }
+
+    #[test]
+    fn raw_keeps_everything() {
+        let h = vec![("h".to_string(), Some(b"v".to_vec()))];
+        let r = Raw.deserialize(&raw(Some(b"x"), &h)).unwrap();
+        assert_eq!((r.topic.as_str(), r.partition, r.offset), ("t", 2, 7));
+        assert_eq!(r.timestamp, Some(1000));
+        assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(r.value_str(), "x");
+        assert_eq!(r.header("h"), Some(&b"v"[..]));
+        assert_eq!(r.header("nope"), None);
+    }
+
+    #[test]
+    fn utf8_and_json_reject_what_they_cannot_decode() {
+        assert_eq!(Utf8.deserialize(&raw(Some(b"ok"), &[])).unwrap(), "ok");
+        assert!(Utf8
+            .deserialize(&raw(Some(&[0xff, 0xfe]), &[]))
+            .unwrap_err()
+            .contains("UTF-8"));
+        assert!(Utf8
+            .deserialize(&raw(None, &[]))
+            .unwrap_err()
+            .contains("tombstone"));
+        let j = Json::<(u32, String)>::new();
+        assert_eq!(
+            j.deserialize(&raw(Some(br#"[1,"a"]"#), &[])).unwrap(),
+            (1, "a".into())
+        );
+        assert!(j
+            .deserialize(&raw(Some(b"{"), &[]))
+            .unwrap_err()
+            .contains("invalid JSON"));
+    }
+
+    #[test]
+    fn a_function_is_a_deserializer() {
+        let f = |r: &RawRecord<'_>| Ok::<_, String>(r.offset * 2);
+        assert_eq!(f.deserialize(&raw(None, &[])).unwrap(), 14);
+    }
+}

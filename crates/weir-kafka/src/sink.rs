@@ -314,9 +314,13 @@ fn producer_config(
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000");
     if let Some((id, timeout)) = txn {
+        // Short retry backoffs: fencing an open transaction makes `init_transactions` retry
+        // (CONCURRENT_TRANSACTIONS) until the broker has aborted it, and recovery waits on it.
         c.set("transactional.id", id)
             .set("transaction.timeout.ms", timeout.as_millis().to_string())
-            .set("enable.idempotence", "true");
+            .set("enable.idempotence", "true")
+            .set("retry.backoff.ms", "20")
+            .set("retry.backoff.max.ms", "200");
     }
     for (k, v) in props {
         c.set(k, v);
@@ -379,7 +383,10 @@ const OP_TIMEOUT: Duration = Duration::from_secs(60);
 struct TxnProducer {
     id: String,
     producer: Prod,
-    group: ConsumerGroupMetadata,
+    brokers: String,
+    /// The metadata of the consumer group that marks this id's committed transactions
+    /// (made on first use: it takes a consumer).
+    group: OnceLock<ConsumerGroupMetadata>,
 }
 
 impl TxnProducer {
@@ -391,25 +398,39 @@ impl TxnProducer {
         id: &str,
         timeout: Duration,
     ) -> Result<Self> {
+        let started = Instant::now();
         let producer: Prod = producer_config(brokers, props, Some((id, timeout)))
             .create_with_context(DeliveryCtx::default())
             .map_err(|e| kafka_err(format!("creating transactional producer {id}"), e))?;
+        // Connect first: librdkafka looks up the transaction coordinator at once and, with no
+        // broker connection up yet, tries again only 500 ms later.
+        let _ = producer
+            .client()
+            .fetch_metadata(Some("__weir_none"), OP_TIMEOUT);
         producer
             .init_transactions(OP_TIMEOUT)
             .map_err(|e| kafka_err(format!("initializing transactions of {id}"), e))?;
-        // The consumer group that marks this id's committed transactions.
-        let consumer: BaseConsumer = client_config(brokers, &[])
-            .set("group.id", id)
-            .create()
-            .map_err(|e| kafka_err("creating a consumer for group metadata", e))?;
-        let group = consumer
-            .group_metadata()
-            .ok_or_else(|| kafka_err(format!("group metadata of {id}"), "none"))?;
+        tracing::debug!("kafka sink: {id} initialized in {:?}", started.elapsed());
         Ok(TxnProducer {
             id: id.to_string(),
             producer,
-            group,
+            brokers: brokers.to_string(),
+            group: OnceLock::new(),
         })
+    }
+
+    fn group(&self) -> Result<&ConsumerGroupMetadata> {
+        if let Some(g) = self.group.get() {
+            return Ok(g);
+        }
+        let consumer: BaseConsumer = client_config(&self.brokers, &[])
+            .set("group.id", &self.id)
+            .create()
+            .map_err(|e| kafka_err("creating a consumer for group metadata", e))?;
+        let g = consumer
+            .group_metadata()
+            .ok_or_else(|| kafka_err(format!("group metadata of {}", self.id), "none"))?;
+        Ok(self.group.get_or_init(|| g))
     }
 
     /// Flushes the open transaction and adds its marker: the marker group's offset becomes
@@ -428,7 +449,7 @@ impl TxnProducer {
         tpl.add_partition_offset(&marker.0, marker.1, Offset::Offset(token))
             .map_err(|e| kafka_err("marker offset", e))?;
         self.producer
-            .send_offsets_to_transaction(&tpl, &self.group, OP_TIMEOUT)
+            .send_offsets_to_transaction(&tpl, self.group()?, OP_TIMEOUT)
             .map_err(|e| kafka_err(format!("marking transaction of {}", self.id), e))
     }
 }
@@ -909,7 +930,61 @@ impl<T> TxnWriter<T> {
             .map(Arc::new)
             .collect();
         self.free = (0..self.pool).rev().collect();
+        // Before this subtask's first transaction: record that the subtask exists (so that a
+        // later run with fewer subtasks fences its ids), and on subtask 0 fence the ids of every
+        // recorded subtask this run does not have.
+        self.register_subtask()?;
+        if self.subtask == 0 {
+            let gone: Vec<String> = self
+                .registered_subtasks()?
+                .into_iter()
+                .filter(|s| *s >= self.parallelism)
+                .flat_map(|s| (0..self.pool).map(move |n| (s, n)))
+                .map(|(s, n)| txn_id(&self.prefix, s, n))
+                .collect();
+            if !gone.is_empty() {
+                tracing::info!(
+                    "kafka sink: fencing {} transactional ids of subtasks this run does not have",
+                    gone.len()
+                );
+                init_all(&self.brokers, &self.props, &gone, self.timeout)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The consumer group whose existence records that subtask `s` has used its ids.
+    fn subtask_group(&self, s: usize) -> String {
+        format!("{}.weir-subtask-{s}", self.prefix)
+    }
+
+    fn register_subtask(&self) -> Result<()> {
+        let consumer: BaseConsumer = client_config(&self.brokers, &self.props)
+            .set("group.id", self.subtask_group(self.subtask))
+            .create()
+            .map_err(|e| kafka_err("creating a consumer to register a subtask", e))?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.marker.0, self.marker.1, Offset::Offset(1))
+            .map_err(|e| kafka_err("registering a subtask", e))?;
+        consumer
+            .commit(&tpl, rdkafka::consumer::CommitMode::Sync)
+            .map_err(|e| kafka_err("registering a subtask", e))
+    }
+
+    /// Subtasks that have registered under this prefix (in any run).
+    fn registered_subtasks(&self) -> Result<Vec<usize>> {
+        let consumer: BaseConsumer = client_config(&self.brokers, &self.props)
+            .create()
+            .map_err(|e| kafka_err("creating a consumer to list groups", e))?;
+        let groups = consumer
+            .fetch_group_list(None, OP_TIMEOUT)
+            .map_err(|e| kafka_err("listing consumer groups", e))?;
+        let prefix = format!("{}.weir-subtask-", self.prefix);
+        Ok(groups
+            .groups()
+            .iter()
+            .filter_map(|g| g.name().strip_prefix(&prefix)?.parse().ok())
+            .collect())
     }
 
     fn begin(&mut self) -> Result<()> {
@@ -1089,16 +1164,16 @@ impl<T> SinkWriter<T> for TxnWriter<T> {
 
     fn restore(&mut self, state: &[Vec<u8>]) -> Result<()> {
         // The committer already made sure the restored checkpoint's transactions are committed.
-        // Fence what this subtask's ids (and, for subtask 0, the ids of subtasks that no longer
-        // exist) left open after it.
+        // Fence what this subtask's ids (and, on subtask 0, those of subtasks this run does not
+        // have: the checkpoint's, and any a failed run registered) left open after it.
         self.ensure_init()?;
         if self.subtask == 0 {
             let mut gone = Vec::new();
             for e in state {
                 let s: WriterState = postcard::from_bytes(e)
                     .map_err(|x| WeirError::Config(format!("kafka sink state: {x}")))?;
-                if s.subtask as usize >= self.parallelism {
-                    for n in 0..(s.pool as usize).max(self.pool) {
+                if s.subtask as usize >= self.parallelism && (s.pool as usize) > self.pool {
+                    for n in self.pool..s.pool as usize {
                         gone.push(txn_id(&self.prefix, s.subtask as usize, n));
                     }
                 }

@@ -13,7 +13,7 @@
 use crate::alignment::Member;
 use crate::record::{Deserializer, RawRecord};
 use crate::{client_config, kafka_err, WatermarkAlignment};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -49,6 +49,7 @@ pub enum StartFrom {
 pub struct KafkaSource<T> {
     brokers: String,
     topics: Vec<String>,
+    pattern: Option<regex_lite::Regex>,
     group_id: Option<String>,
     start: StartFrom,
     bounded: bool,
@@ -71,6 +72,7 @@ impl<T: 'static> KafkaSource<T> {
         KafkaSource {
             brokers: brokers.into(),
             topics: topics.iter().map(|t| t.to_string()).collect(),
+            pattern: None,
             group_id: None,
             start: StartFrom::Earliest,
             bounded: false,
@@ -80,6 +82,20 @@ impl<T: 'static> KafkaSource<T> {
             batch: 500,
             commit_on_checkpoint: true,
         }
+    }
+    /// Reads every topic whose whole name matches the regular expression `pattern` (internal
+    /// topics, starting with `__`, excepted), as listed when each reader starts: topics created
+    /// later are not picked up while the job runs.
+    pub fn pattern(
+        brokers: impl Into<String>,
+        pattern: &str,
+        deserializer: impl Deserializer<T>,
+    ) -> Result<Self> {
+        let re = regex_lite::Regex::new(&format!("^(?:{pattern})$"))
+            .map_err(|e| WeirError::Config(format!("kafka topic pattern '{pattern}': {e}")))?;
+        let mut s = Self::new(brokers, &[], deserializer);
+        s.pattern = Some(re);
+        Ok(s)
     }
     /// The consumer group: offsets are committed to it when checkpoints complete, and
     /// [`StartFrom::Committed`] reads them.
@@ -144,12 +160,13 @@ impl<T: 'static> Source<T> for KafkaSource<T> {
         for (k, v) in &self.props {
             c.set(k, v);
         }
-        let consumer: BaseConsumer = c
-            .create()
+        let consumer: BaseConsumer<SourceCtx> = c
+            .create_with_context(SourceCtx)
             .map_err(|e| kafka_err("creating a consumer", e))?;
         Ok(Box::new(KafkaReader {
             consumer,
             topics: self.topics.clone(),
+            pattern: self.pattern.clone(),
             group_id: self.group_id.clone(),
             start: self.start.clone(),
             bounded: self.bounded,
@@ -172,6 +189,36 @@ impl<T: 'static> Source<T> for KafkaSource<T> {
     }
     fn is_bounded(&self) -> bool {
         self.bounded
+    }
+}
+
+/// Reports librdkafka's events through `tracing`: commit failures as warnings, end-of-partition
+/// events (which `poll` also returns) not as errors.
+struct SourceCtx;
+
+impl rdkafka::ClientContext for SourceCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::trace!("kafka source: {reason}");
+        } else {
+            tracing::warn!("kafka source: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for SourceCtx {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        offsets: &TopicPartitionList,
+    ) {
+        match result {
+            Ok(()) => tracing::debug!("kafka source: committed {offsets:?}"),
+            Err(e) => tracing::warn!("kafka source: committing offsets to the group failed: {e}"),
+        }
     }
 }
 
@@ -200,8 +247,9 @@ struct Part {
 }
 
 struct KafkaReader<T> {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceCtx>,
     topics: Vec<String>,
+    pattern: Option<regex_lite::Regex>,
     group_id: Option<String>,
     start: StartFrom,
     bounded: bool,
@@ -235,6 +283,20 @@ impl<T: 'static> KafkaReader<T> {
         self.started = true;
         self.bytes_in = Some(out.ctx.counter("bytes_in"));
         let mut all = Vec::new();
+        if let Some(re) = &self.pattern {
+            let md = self
+                .consumer
+                .fetch_metadata(None, TIMEOUT)
+                .map_err(|e| kafka_err("listing topics", e))?;
+            let mut names: Vec<String> = md
+                .topics()
+                .iter()
+                .map(|t| t.name().to_string())
+                .filter(|n| !n.starts_with("__") && re.is_match(n))
+                .collect();
+            names.sort();
+            self.topics = names;
+        }
         for t in &self.topics {
             let md = self
                 .consumer
@@ -665,7 +727,10 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
         for e in entries {
             let p: PartitionPosition = postcard::from_bytes(e)
                 .map_err(|x| WeirError::Config(format!("kafka source state: {x}")))?;
-            m.insert((p.topic, p.partition), p.next);
+            // A subtask that had not started yet when the checkpoint was taken repeats the
+            // positions it was restored with: offsets only advance, so the highest one wins.
+            let next = m.entry((p.topic, p.partition)).or_insert(p.next);
+            *next = (*next).max(p.next);
         }
         self.restored = Some(m);
         Ok(())

@@ -77,7 +77,9 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
             std::thread::sleep(Duration::from_millis(150));
         }
     });
-    let args = |bounded: bool| {
+    // Each run picks its parallelism (2, 3, 1, ...): offsets, keyed state and the sink's
+    // transactional ids are redistributed on every restore.
+    let args = |bounded: bool, parallelism: usize| {
         let mut a: Vec<String> = [
             "--brokers",
             bootstrap(),
@@ -93,12 +95,12 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
             "300ms",
             "--restore",
             "latest",
-            "--parallelism",
-            "2",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        a.push("--parallelism".into());
+        a.push(parallelism.to_string());
         if bounded {
             a.push("--bounded".into());
         }
@@ -110,7 +112,7 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
     for fp in ["abort-before-commit", "abort-after-commit"] {
         std::thread::sleep(Duration::from_millis(300));
         let out = Command::new(example("kafka_counter"))
-            .args(args(false))
+            .args(args(false, 2))
             .env("WEIR_KAFKA_FAILPOINT", fp)
             .env("RUST_LOG", "weir_kafka=info")
             .stdout(Stdio::null())
@@ -132,14 +134,29 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
     for k in 0..kills {
         let log = std::fs::File::create(dir.path().join(format!("run-{k}.log"))).unwrap();
         let mut child = Command::new(example("kafka_counter"))
-            .args(args(false))
-            .env("RUST_LOG", "weir_kafka=info")
+            .args(args(false, [2, 3, 1][k % 3]))
+            .env("RUST_LOG", "weir_kafka=debug,weir_runtime=info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .unwrap();
-        let ms = rng.range(400, 2500);
-        std::thread::sleep(Duration::from_millis(ms));
+        // Odd kills at a random moment (often during recovery and start-up); even kills at a
+        // random moment after the run completed a checkpoint of its own (steady state).
+        let t0 = Instant::now();
+        if k % 2 == 0 {
+            let log_path = dir.path().join(format!("run-{k}.log"));
+            while t0.elapsed() < Duration::from_secs(30)
+                && !std::fs::read_to_string(&log_path)
+                    .unwrap_or_default()
+                    .contains("complete:")
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            std::thread::sleep(Duration::from_millis(rng.range(0, 1500)));
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.range(300, 3000)));
+        }
+        let ms = t0.elapsed().as_millis();
         assert!(
             child.try_wait().unwrap().is_none(),
             "kafka_counter exited before kill {k}"
@@ -154,12 +171,49 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
             assert!(log.contains("was committed"), "run 0: {log}");
         }
     }
+    // The kills hit running jobs: most runs restored a checkpoint and completed new ones.
+    let logs: Vec<String> = (0..kills)
+        .map(|k| std::fs::read_to_string(dir.path().join(format!("run-{k}.log"))).unwrap())
+        .collect();
+    let restored = logs
+        .iter()
+        .filter(|l| l.contains("restoring checkpoint"))
+        .count();
+    let completed = logs.iter().filter(|l| l.contains("complete:")).count();
+    eprintln!("{restored} of {kills} runs restored a checkpoint, {completed} completed one");
+    if std::env::var("WEIR_TEST_LOGS").is_ok() {
+        for (k, l) in logs.iter().enumerate() {
+            eprintln!("--- run {k}:\n{l}");
+        }
+    }
+    assert!(
+        restored * 2 >= kills,
+        "{restored} of {kills} runs restored a checkpoint"
+    );
+    // One more run, killed once the source has committed its checkpointed offsets to the
+    // group (which it does when a checkpoint completes).
+    let mut child = Command::new(example("kafka_counter"))
+        .args(args(false, 2))
+        .env("RUST_LOG", "weir_kafka=info,weir_runtime=info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("run-extra.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while group_offsets(&group, &input, 3).iter().all(|o| *o <= 0) {
+        assert!(Instant::now() < deadline, "no offsets committed to {group}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
     producer.join().unwrap();
     let out = Command::new(example("kafka_counter"))
-        .args(args(true))
+        .args(args(true, 2))
+        .env("RUST_LOG", "weir_kafka=info,weir_runtime=info")
         .stdout(Stdio::null())
         .output()
         .unwrap();
+    std::fs::write(dir.path().join("run-final.log"), &out.stderr).unwrap();
     assert!(
         out.status.success(),
         "final bounded run failed: {}",
@@ -184,6 +238,22 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
         assert_eq!(r.key.as_deref(), Some(f[0].as_bytes()));
     }
     let lost = (0..total).filter(|i| !seen.contains_key(i)).count();
+    if lost > 0 {
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".log"))
+            .collect();
+        names.sort();
+        for n in names {
+            let l = std::fs::read_to_string(dir.path().join(&n)).unwrap();
+            eprintln!("--- {n}:");
+            for line in l.lines().filter(|l| !l.contains("initialized in")) {
+                eprintln!("{line}");
+            }
+        }
+    }
     let dup: u32 = seen.values().map(|n| n - 1).sum();
     assert_eq!((lost, dup), (0, 0), "lost and duplicated input records");
     for (k, mut c) in counts {
@@ -191,10 +261,8 @@ fn kafka_counter_survives_sigkill_with_exactly_once_output() {
         let n = c.len() as u64;
         assert_eq!(c, (1..=n).collect::<Vec<_>>(), "counts of key {k}");
     }
-    // The source committed its checkpointed offsets to the group (for monitoring): present,
-    // and never beyond the end of the input.
+    // The group's offsets never run ahead of the input.
     let committed = group_offsets(&group, &input, 3);
-    assert!(committed.iter().any(|o| *o > 0), "committed {committed:?}");
     assert!(
         committed.iter().sum::<i64>() <= total as i64,
         "committed {committed:?}"

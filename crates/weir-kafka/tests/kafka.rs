@@ -44,7 +44,11 @@ fn exactly_once_sink_without_checkpoints_commits_at_the_end() {
     env.from_collection(items.clone())
         .rebalance()
         .sink(KafkaSink::strings(bootstrap(), &topic).exactly_once(unique("eos-end-tx")));
-    env.execute("eos end").unwrap();
+    let r = env.execute("eos end").unwrap();
+    // One transaction per subtask, committed at the end; records and bytes counted.
+    assert_eq!(r.metrics.gauge_max("kafka", "transactions_committed"), 2);
+    assert_eq!(r.metrics.counter_sum("kafka", "records_out"), 100);
+    assert!(r.metrics.counter_sum("kafka", "bytes_out") >= 290);
     let mut got: Vec<String> = read_all(&topic, true)
         .iter()
         .map(|r| r.value_str().into_owned())
@@ -189,4 +193,80 @@ fn start_positions_latest_timestamp_offsets_and_committed() {
         fallback_latest: true,
     };
     assert_eq!(read(latest, Some(&g)).len(), 0);
+}
+
+#[test]
+fn a_topic_pattern_reads_every_matching_topic() {
+    let base = unique("pat");
+    let (a, b, other) = (
+        format!("{base}-a-in"),
+        format!("{base}-b-in"),
+        format!("{base}-c-out"),
+    );
+    for t in [&a, &b, &other] {
+        create_topic(t, 2);
+        produce(t, &[Rec::new(0, t.as_bytes()), Rec::new(1, t.as_bytes())]);
+    }
+    let env = StreamEnv::new().with_parallelism(2);
+    let out = CollectSink::new();
+    let src = KafkaSource::pattern(bootstrap(), &format!("{base}-.*-in"), Utf8)
+        .unwrap()
+        .bounded();
+    env.source(src).sink(out.clone());
+    env.execute("pattern").unwrap();
+    let mut v = out.values();
+    v.sort();
+    assert_eq!(v, [a.clone(), a, b.clone(), b]);
+}
+
+#[test]
+fn per_record_topics_and_partitioning_by_key() {
+    let (t1, t2) = (unique("route-a"), unique("route-b"));
+    create_topic(&t1, 4);
+    create_topic(&t2, 4);
+    let env = StreamEnv::new().with_parallelism(2);
+    let items: Vec<u32> = (0..200).collect();
+    let (a, b) = (t1.clone(), t2.clone());
+    env.from_collection(items).rebalance().sink(
+        KafkaSink::per_record_topic(bootstrap(), move |i: &u32| {
+            let topic = if i.is_multiple_of(2) { &a } else { &b };
+            Ok(KafkaMessage::value(i.to_string())
+                .with_key(format!("k{}", i % 10))
+                .with_topic(topic.as_str()))
+        })
+        .delivery(DeliveryGuarantee::AtLeastOnce),
+    );
+    env.execute("routing").unwrap();
+    for (t, parity) in [(&t1, 0), (&t2, 1)] {
+        let recs = read_all(t, false);
+        assert_eq!(recs.len(), 100);
+        let mut part_of_key: BTreeMap<Vec<u8>, i32> = BTreeMap::new();
+        for r in &recs {
+            let v: u32 = r.value_str().parse().unwrap();
+            assert_eq!(v % 2, parity);
+            let p = *part_of_key
+                .entry(r.key.clone().unwrap())
+                .or_insert(r.partition);
+            assert_eq!(p, r.partition, "a key in two partitions");
+        }
+        assert!(
+            part_of_key
+                .values()
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                > 1
+        );
+    }
+}
+
+#[test]
+fn an_at_least_once_delivery_error_fails_the_job() {
+    let topic = unique("too-large");
+    create_topic(&topic, 1);
+    let env = StreamEnv::new().with_parallelism(1);
+    // The broker refuses records over ~1 MB; librdkafka is told to send up to 5 MB.
+    env.from_collection(vec![vec![b'x'; 2_000_000]])
+        .sink(KafkaSink::bytes(bootstrap(), &topic).property("message.max.bytes", "5000000"));
+    let e = env.execute("too large").unwrap_err().to_string();
+    assert!(e.contains("kafka: delivering a record"), "{e}");
 }

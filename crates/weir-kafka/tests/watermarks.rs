@@ -163,6 +163,15 @@ fn alignment_pauses_a_partition_that_runs_ahead_until_the_others_catch_up() {
         .metrics()
         .counter_sum(&format!("{topic}-0"), "paused_for_alignment_ms");
     assert!(paused > 500, "paused for {paused} ms");
+    // The paused partition lags (its high watermark is far ahead of its position).
+    let m = job.metrics();
+    let lag = m
+        .gauges
+        .iter()
+        .find(|(id, _)| id.name == "lag" && id.scope.ends_with(&format!("{topic}-0")))
+        .map(|(_, (cur, _))| *cur)
+        .unwrap();
+    assert!(lag > 1000, "lag of the paused partition: {lag}");
     // Partition 1 catches up: partition 0 resumes and reads everything.
     produce(&topic, &[Rec::new(1, "y").ts(300_000)]);
     wait_until(60, "all of partition 0", || count(0) == 2000);
