@@ -41,7 +41,8 @@ struct Cli {
     #[arg(long)]
     prometheus_url: Option<String>,
     /// Real-time mode: generate for this many seconds of processing time (events carry the
-    /// wall-clock time, at 4 events per vehicle per second). Default 10.
+    /// wall-clock time, at 4 events per vehicle per second). Default 10. With
+    /// --events-per-vehicle: stop (cancel) the job if it runs longer than this.
     #[arg(long)]
     duration: Option<u64>,
     /// Bounded, deterministic mode: every vehicle sends E events (4 per second of event time)
@@ -651,13 +652,18 @@ fn main() -> anyhow::Result<()> {
     }
 
     let handle = env.execute_async("iot_metrics")?;
-    if !bounded {
-        // A safety net for the real-time mode: the generator stops after --duration seconds of
-        // events; stop the job if it is still busy long after that.
-        let limit = Duration::from_secs(per_vehicle * EVENT_EVERY_MS as u64 / 1000 + 60);
+    // Real time: the generator stops after --duration seconds of events; stop the job if it is
+    // still busy long after that. Bounded: --duration, if given, is a hard limit.
+    let limit = match (bounded, cli.duration) {
+        (true, d) => d.map(Duration::from_secs),
+        (false, _) => Some(Duration::from_secs(
+            per_vehicle * EVENT_EVERY_MS as u64 / 1000 + 60,
+        )),
+    };
+    if let Some(limit) = limit {
         let t0 = std::time::Instant::now();
         while !handle.is_finished() && t0.elapsed() < limit {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(50));
         }
         if !handle.is_finished() {
             eprintln!("iot_metrics: still running after {limit:?}: cancelling");
@@ -666,15 +672,19 @@ fn main() -> anyhow::Result<()> {
     }
     let r = handle.join()?;
     let total = u64::from(vehicles) * per_vehicle;
-    eprintln!(
-        "iot_metrics: {} vehicles, {total} events in {:.2?} ({:.0} events/s){}",
-        vehicles,
-        r.elapsed,
-        total as f64 / r.elapsed.as_secs_f64().max(1e-9),
-        r.restored_from
-            .map(|c| format!(", restored from checkpoint {c}"))
-            .unwrap_or_default()
-    );
+    if r.cancelled {
+        eprintln!("iot_metrics: cancelled after {:.2?}", r.elapsed);
+    } else {
+        eprintln!(
+            "iot_metrics: {} vehicles, {total} events in {:.2?} ({:.0} events/s){}",
+            vehicles,
+            r.elapsed,
+            total as f64 / r.elapsed.as_secs_f64().max(1e-9),
+            r.restored_from
+                .map(|c| format!(", restored from checkpoint {c}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(m) = sink_metrics {
         eprintln!("iot_metrics: prometheus: {}", m.snapshot());
     }

@@ -87,7 +87,11 @@ struct Config {
 ///   restore, samples written between the checkpoint and the failure come again and Prometheus
 ///   refuses them as out of order; they are isolated as above and counted as replayed
 ///   duplicates, not errors. A deterministic job therefore stores the same samples whether or
-///   not it failed and restored in between.
+///   not it failed and restored in between. Cost: isolating a refused sample takes about two
+///   requests (some 2 000 refused samples/s against a local Prometheus). Prometheus accepts an
+///   exact duplicate of a series' newest sample, so only series that got two or more samples
+///   between the restored checkpoint and the failure have samples refused: a checkpoint
+///   interval no longer than the series' period makes a restore cost no isolation at all.
 /// - **Security**: basic auth, a bearer token, extra headers, TLS through rustls (extra CA,
 ///   client certificate), a pluggable [`RequestSigner`].
 /// - **Metrics**: [`PrometheusSink::metrics`].

@@ -424,3 +424,74 @@ fn batches_by_samples_bytes_and_time() {
     assert_eq!(rx.count(), 1, "sent by the timer, before the end of input");
     w.finish().unwrap();
 }
+
+/// An HTTPS receiver (Python's `http.server` behind `ssl`) with a certificate for 127.0.0.1
+/// signed by a private CA made with `openssl`; returns (url, CA PEM, the server process).
+fn tls_receiver(dir: &std::path::Path) -> (String, Vec<u8>, std::process::Child) {
+    let sh = |cmd: &str| {
+        let st = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .current_dir(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd}");
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=weir-test-ca");
+    sh("openssl req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1");
+    sh("printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile ext.cnf");
+    let server = r#"
+import http.server, ssl, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(204); self.end_headers()
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain("srv.pem", "srv.key")
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", server])
+        .current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let port: u16 = line.trim().parse().expect("the server's port");
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+    (format!("https://127.0.0.1:{port}/api/v1/write"), ca, child)
+}
+
+#[test]
+fn tls_with_a_private_ca_and_refusal_of_an_unknown_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, ca, mut server) = tls_receiver(dir.path());
+    let sink = PrometheusSink::new(url.clone()).ca_cert_pem(ca);
+    let metrics = sink.metrics();
+    let env = StreamEnv::new().with_parallelism(1);
+    env.from_collection(samples("tls", 3, 4))
+        .write_to_prometheus(sink);
+    let ok = env.execute("tls");
+    // Without the CA, the server's certificate is not trusted.
+    let sink =
+        PrometheusSink::new(url).retries(0, Duration::from_millis(1), Duration::from_millis(1));
+    let env = StreamEnv::new().with_parallelism(1);
+    env.from_collection(samples("tls", 1, 1))
+        .write_to_prometheus(sink);
+    let refused = env.execute("tls-unknown-ca");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    ok.unwrap();
+    assert_eq!(metrics.snapshot().samples_sent, 12);
+    let err = refused.unwrap_err().to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
