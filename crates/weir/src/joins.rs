@@ -348,13 +348,11 @@ impl<K: Key, A: Data, B: Data, R: Data> TwoInputOperator<A, B, R>
         ctx: &mut OperatorContext,
         _: &mut dyn Output<R>,
     ) -> Result<OperatorSnapshot> {
-        let job = self
-            .store
-            .snapshot_deferred(ctx.max_parallelism, self.timers.snapshot());
-        Ok(OperatorSnapshot {
-            deferred: weir_runtime::checkpoint::Deferred::new(job),
-            ..Default::default()
-        })
+        Ok(crate::operators::keyed::keyed_snapshot(
+            &mut self.store,
+            &self.timers,
+            ctx,
+        ))
     }
     fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
         self.store.maintain();

@@ -15,6 +15,20 @@ const TTL_PURGE_INTERVAL_MS: i64 = 1_000;
 /// Extracts a key from a record.
 pub type KeyFn<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
 
+/// The snapshot of a keyed operator: its state frozen now (copy-on-write) and its timers, both
+/// serialized by key group later on the coordinator's thread.
+pub(crate) fn keyed_snapshot<K: Key, N: weir_state::Namespace>(
+    store: &mut KeyedStateStore<K>,
+    timers: &TimerService<K, N>,
+    ctx: &OperatorContext,
+) -> OperatorSnapshot {
+    let job = store.snapshot_deferred(ctx.max_parallelism, timers.snapshot());
+    OperatorSnapshot {
+        deferred: weir_runtime::checkpoint::Deferred::new(job),
+        ..Default::default()
+    }
+}
+
 /// Keyed state, timers and key extraction shared by keyed operators.
 pub(crate) struct KeyedCore<K: Key> {
     pub store: KeyedStateStore<K>,
@@ -48,13 +62,7 @@ impl<K: Key> KeyedCore<K> {
 
     /// Keyed state and timers by key group: frozen now, serialized later off this thread.
     pub fn snapshot(&mut self, ctx: &OperatorContext) -> OperatorSnapshot {
-        let job = self
-            .store
-            .snapshot_deferred(ctx.max_parallelism, self.timers.snapshot());
-        OperatorSnapshot {
-            deferred: weir_runtime::checkpoint::Deferred::new(job),
-            ..Default::default()
-        }
+        keyed_snapshot(&mut self.store, &self.timers, ctx)
     }
 
     /// A checkpoint completed: merge copy-on-write deltas back.
