@@ -88,10 +88,18 @@ fn table(name: &str) -> PgLookup<i64, Device> {
 
 #[test]
 fn lookups_are_cached_bounded_and_expire() {
-    // One connection: its set-up (SCRAM) is slow on a busy machine, and must not eat the TTL.
-    let lookup = table("devices_cache")
-        .connections(1)
-        .cache(2, Duration::from_millis(1500));
+    // One connection, and a TTL long enough for a busy machine: connection set-up (SCRAM in a
+    // debug build) must not eat it.
+    let ttl = Duration::from_secs(5);
+    let lookup = table("devices_cache").connections(1).cache(2, ttl);
+    // Opened now, so the UPDATE below is quick.
+    let admin = block_on(async {
+        let (c, conn) = tokio_postgres::connect(&postgres_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c
+    });
     let stats = lookup.stats();
     let get = |k: i64| block_on(lookup.get(k)).unwrap();
     assert_eq!(
@@ -118,9 +126,11 @@ fn lookups_are_cached_bounded_and_expire() {
         "1 was evicted: queried again"
     );
     // A change in the table is seen once the entry expired.
-    sql("UPDATE devices_cache SET region = 'moon' WHERE device_id = 1");
+    let loaded = std::time::Instant::now();
+    block_on(admin.batch_execute("UPDATE devices_cache SET region = 'moon' WHERE device_id = 1"))
+        .unwrap();
     assert_eq!(get(1).unwrap().region, "eu", "still cached");
-    std::thread::sleep(Duration::from_millis(1600));
+    std::thread::sleep(ttl.saturating_sub(loaded.elapsed()) + Duration::from_millis(100));
     assert_eq!(get(1).unwrap().region, "moon", "expired, reloaded");
     assert!(stats.expired.load(Relaxed) >= 1);
 }
