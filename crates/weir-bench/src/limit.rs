@@ -2,7 +2,9 @@
 //! with no engine in between. `emit` receives every output row; pass a closure that
 //! `black_box`es it (timing) or folds it into a [`crate::checksum::Summary`] (checking).
 use crate::checksum::{CountSum, Proj};
+use crate::{sparse_event, WinAvg, WinCountSum, HOP_MS, SESSION_GAP_MS, TUMBLE_MS};
 use hashbrown::{HashMap, HashSet};
+use std::collections::VecDeque;
 use weir::prelude::BenchEvent;
 
 /// `SELECT id, k, price, ts FROM events`.
@@ -51,4 +53,100 @@ pub fn dedup(n: u64, keys: u64, mut emit: impl FnMut(&BenchEvent)) -> usize {
         }
     }
     seen.len()
+}
+
+/// Event-time windows of `size_ms` sliding by `slide_ms` (tumbling when equal) over rows in
+/// timestamp order, with a watermark of `ts − 1 s − 1 ms`: per open window a map key →
+/// (count, sum of price); a window's results go to `fire(k, start, acc)` once the watermark
+/// passes its end, the rest at the end of input. Returns the number of windows fired.
+#[inline(always)]
+fn windowed(
+    n: u64,
+    keys: u64,
+    size_ms: i64,
+    slide_ms: i64,
+    mut fire: impl FnMut(u64, i64, (u64, u64)),
+) -> usize {
+    type Pane = HashMap<u64, (u64, u64)>;
+    let mut open: VecDeque<(i64, Pane)> = VecDeque::new();
+    let mut spare: Vec<Pane> = Vec::new();
+    let per_record = (size_ms / slide_ms) as usize;
+    let mut fired = 0;
+    let mut flush = |start: i64, mut pane: Pane, spare: &mut Vec<Pane>| {
+        for (k, acc) in pane.drain() {
+            fire(k, start, acc);
+        }
+        spare.push(pane);
+    };
+    for id in 0..n {
+        let e = BenchEvent::of(id, keys);
+        let last = e.ts_ms - e.ts_ms.rem_euclid(slide_ms);
+        while open.back().is_none_or(|w| w.0 < last) {
+            let start = open
+                .back()
+                .map_or(last - size_ms + slide_ms, |w| w.0 + slide_ms);
+            open.push_back((start, spare.pop().unwrap_or_default()));
+        }
+        let skip = open.len().saturating_sub(per_record);
+        for (start, pane) in open.iter_mut().skip(skip) {
+            if *start > e.ts_ms - size_ms {
+                let acc = pane.entry(e.k).or_insert((0, 0));
+                acc.0 += 1;
+                acc.1 += e.price as u64;
+            }
+        }
+        let wm = e.ts_ms - 1_001;
+        while open.front().is_some_and(|w| w.0 + size_ms - 1 <= wm) {
+            let (start, pane) = open.pop_front().unwrap();
+            fired += 1;
+            flush(start, pane, &mut spare);
+        }
+    }
+    for (start, pane) in open.drain(..) {
+        fired += 1;
+        flush(start, pane, &mut spare);
+    }
+    fired
+}
+
+/// `tumble`: per key and 1 s window, count and sum of price.
+#[inline(never)]
+pub fn tumble(n: u64, keys: u64, mut emit: impl FnMut(&WinCountSum)) -> usize {
+    windowed(n, keys, TUMBLE_MS, TUMBLE_MS, |k, start, (cnt, sum)| {
+        emit(&(k, start, start + TUMBLE_MS, cnt, sum))
+    })
+}
+
+/// `hop`: per key and 10 s window sliding by 2 s, the average price.
+#[inline(never)]
+pub fn hop(n: u64, keys: u64, mut emit: impl FnMut(&WinAvg)) -> usize {
+    let (size, slide) = HOP_MS;
+    windowed(n, keys, size, slide, |k, start, (cnt, sum)| {
+        emit(&(k, start, start + size, sum as f64 / cnt as f64))
+    })
+}
+
+/// `session`: per key, sessions of events at most 1 s apart (touching windows merge, as in
+/// Flink), count and sum of price, over the sparser rows. Returns the number of keys.
+#[inline(never)]
+pub fn session(n: u64, keys: u64, mut emit: impl FnMut(&WinCountSum)) -> usize {
+    let gap = SESSION_GAP_MS;
+    // key → (start, last timestamp, count, sum)
+    let mut open: HashMap<u64, (i64, i64, u64, u64)> = HashMap::new();
+    for id in 0..n {
+        let e = sparse_event(id, keys);
+        let s = open.entry(e.k).or_insert((e.ts_ms, e.ts_ms, 0, 0));
+        if e.ts_ms > s.1 + gap {
+            emit(&(e.k, s.0, s.1 + gap, s.2, s.3));
+            *s = (e.ts_ms, e.ts_ms, 0, 0);
+        }
+        s.1 = s.1.max(e.ts_ms);
+        s.2 += 1;
+        s.3 += e.price as u64;
+    }
+    let keys_seen = open.len();
+    for (k, (start, last, cnt, sum)) in open {
+        emit(&(k, start, last + gap, cnt, sum));
+    }
+    keys_seen
 }

@@ -54,9 +54,10 @@ fn main() -> ExitCode {
     if cli.limit {
         let r = run_limit(wl, n, k, Output::Discard);
         eprintln!(
-            "# {{\"engine\": \"limit\", \"workload\": \"{}\", \"n\": {n}, \"k\": {k}, \"emitted\": {}}}",
+            "# {{\"engine\": \"limit\", \"workload\": \"{}\", \"n\": {n}, \"k\": {k}, \"emitted\": {}, \"peak_rss_mib\": {}}}",
             wl.name(),
-            r.emitted
+            r.emitted,
+            r.rss_kib.1 / 1024
         );
         println!("{}", line(wl, 1, n, k, &r));
         return ExitCode::SUCCESS;
@@ -82,10 +83,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let per_entry = r
+        .bytes_per_state_entry()
+        .map_or("null".to_string(), |b| format!("{b:.0}"));
     eprintln!(
-        "# {{\"engine\": \"weir\", \"workload\": \"{}\", \"parallelism\": {p}, \"n\": {n}, \"k\": {k}, \"emitted\": {}}}",
+        "# {{\"engine\": \"weir\", \"workload\": \"{}\", \"parallelism\": {p}, \"n\": {n}, \"k\": {k}, \"emitted\": {}, \"peak_rss_mib\": {}, \"rss_growth_mib\": {}, \"state_entries_peak\": {}, \"bytes_per_state_entry\": {per_entry}}}",
         wl.name(),
-        r.emitted
+        r.emitted,
+        r.rss_kib.1 / 1024,
+        r.rss_kib.1.saturating_sub(r.rss_kib.0) / 1024,
+        r.state_entries_peak,
     );
     let mut ok = true;
     if let Some(c) = r.checksum {

@@ -410,3 +410,119 @@ fn processing_time_windows_fire_on_the_clock() {
     job.join().unwrap();
     assert_eq!(out.values(), vec![(1_000_000, 5)]);
 }
+
+/// Random keyed events, out of order by up to `ooo` ms, some far too late.
+fn random_events(seed: u64, n: i64, keys: u64, ooo: u64) -> Vec<Ev> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|i| {
+            let k = format!("k{}", rng.below(keys));
+            let jitter = rng.below(ooo) as i64;
+            // one in 50 records is up to 20 s late
+            let late = if rng.below(50) == 0 {
+                rng.below(20_000) as i64
+            } else {
+                0
+            };
+            (
+                k,
+                i * 7 - 3_000 - jitter - late,
+                rng.below(1_000) as i64 - 500,
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn sliced_sliding_windows_equal_the_general_operator() {
+    // size/slide pairs, offsets, parallelism; timestamps start negative (windows before 0).
+    for (seed, size, slide, offset, p) in [
+        (1, 1_000, 250, 0, 1),
+        (2, 10_000, 2_000, 0, 2),
+        (3, 900, 300, 100, 4),
+        (4, 600, 200, 0, 3),
+    ] {
+        let events = random_events(seed, 4_000, 23, 400);
+        let general = run_with(events.clone(), 300, 1, |k, late| {
+            k.window(Sliding::event_time(size, slide).with_offset(offset))
+                .side_output_late_data(late)
+                .aggregate_with(CountSum, row)
+        });
+        let sliced = run_with(events, 300, p, |k, late| {
+            k.window(Sliding::event_time(size, slide).with_offset(offset))
+                .with_slicing()
+                .side_output_late_data(late)
+                .aggregate_with(CountSum, row)
+        });
+        assert!(
+            general.rows.len() > 100 && !general.late.is_empty(),
+            "{} rows, {} late",
+            general.rows.len(),
+            general.late.len()
+        );
+        assert_eq!(sliced.rows, general.rows, "size {size} slide {slide} p {p}");
+        assert_eq!(sliced.late, general.late, "size {size} slide {slide} p {p}");
+        // Every slice and timer is gone once the final watermark has passed.
+        let m = sliced
+            .result
+            .metrics
+            .gauges
+            .iter()
+            .filter(|(id, _)| id.name == "state_entries" && id.scope.contains("window"));
+        for (id, (now, max)) in m {
+            assert_eq!(*now, 0, "{id} holds state after the job (max {max})");
+        }
+    }
+}
+
+#[test]
+fn slicing_is_ignored_where_it_does_not_apply() {
+    // Allowed lateness re-fires windows: the general operator runs, with its semantics.
+    let events = random_events(9, 2_000, 11, 300);
+    let build = |sliced: bool| {
+        move |k: KeyedStream<Ev, String>, late: &OutputTag<Ev>| {
+            let w = k
+                .window(Sliding::event_time(1_000, 250))
+                .allowed_lateness(Duration::from_millis(700))
+                .side_output_late_data(late);
+            let w = if sliced { w.with_slicing() } else { w };
+            w.aggregate_with(CountSum, row)
+        }
+    };
+    let a = run_with(events.clone(), 200, 1, build(false));
+    let b = run_with(events, 200, 2, build(true));
+    assert_eq!(a.rows, b.rows);
+    assert_eq!(a.late, b.late);
+}
+
+#[test]
+fn sliced_processing_time_windows_fire_on_the_clock() {
+    let clock = weir::ManualClock::new(1_000_000);
+    let env = StreamEnv::new()
+        .with_parallelism(1)
+        .with_clock(std::sync::Arc::new(clock.clone()));
+    let out = CollectSink::new();
+    let src = Datagen::new(5, |i, _| i).keep_open();
+    env.source(src)
+        .key_by(|_: &u64| 0u8)
+        .window(Sliding::processing_time(1000, 500))
+        .with_slicing()
+        .aggregate_with(Count, |_: &u8, w: &TimeWindow, n: u64| (w.start, n))
+        .sink(out.clone());
+    let job = env.execute_async("pt").unwrap();
+    let t0 = std::time::Instant::now();
+    while out.len() < 2 && t0.elapsed() < Duration::from_secs(20) {
+        clock.advance(250);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    job.cancel();
+    job.join().unwrap();
+    // The 5 records arrive together (at 1,000,000 unless the clock moved first): the two
+    // windows holding that instant, 500 ms apart, fire with all five.
+    let mut v = out.values();
+    v.sort();
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!((v[0].1, v[1].1), (5, 5), "{v:?}");
+    assert_eq!(v[1].0 - v[0].0, 500, "{v:?}");
+    assert!(v[0].0 >= 999_500 && v[0].0 % 500 == 0, "{v:?}");
+}

@@ -10,6 +10,10 @@ pub trait Window: Data + Hash + Eq + Debug {
     /// The largest timestamp that belongs to the window; the event-time trigger fires when the
     /// watermark reaches it.
     fn max_timestamp(&self) -> i64;
+    /// The window `[start, end)`, for window types that are time ranges (used by slicing).
+    fn from_bounds(_start: i64, _end: i64) -> Option<Self> {
+        None
+    }
 }
 
 /// `[start, end)` in ms.
@@ -44,6 +48,9 @@ impl Window for TimeWindow {
         // Java long arithmetic, as Flink: a window whose end wrapped past i64::MAX (see
         // `window_start`) keeps Flink's (wrapped) bounds instead of panicking.
         self.end.wrapping_sub(1)
+    }
+    fn from_bounds(start: i64, end: i64) -> Option<Self> {
+        Some(TimeWindow { start, end })
     }
 }
 
@@ -95,6 +102,11 @@ pub trait WindowAssigner<T>: Send + Sync + 'static {
     /// for each group of more than one distinct window.
     #[allow(clippy::type_complexity)]
     fn merge(&self, _windows: &[Self::W]) -> Option<Vec<(Self::W, Vec<Self::W>)>> {
+        None
+    }
+    /// For aligned sliding assigners (size a multiple of the slide, more than one window per
+    /// record): their slicing, which [`crate::windows::WindowedStream::with_slicing`] uses.
+    fn slices(&self) -> Option<crate::windows::Slices> {
         None
     }
 }
@@ -203,6 +215,14 @@ impl Sliding {
 
 impl<T> WindowAssigner<T> for Sliding {
     type W = TimeWindow;
+    fn slices(&self) -> Option<crate::windows::Slices> {
+        (self.size > self.slide && self.size % self.slide == 0).then_some(crate::windows::Slices {
+            size: self.size,
+            slide: self.slide,
+            offset: self.offset,
+            kind: self.kind,
+        })
+    }
     fn assign(&self, _: &T, ts: i64, now: i64, out: &mut Vec<TimeWindow>) -> Result<(), String> {
         let t = time_of(self.kind, ts, now)?;
         let mut start = window_start(t, self.offset, self.slide);

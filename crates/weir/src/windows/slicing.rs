@@ -1,0 +1,279 @@
+//! Sliding windows by slices (panes): each record is added once, to the slice of `slide` ms that
+//! holds it, and a window's result is the merge of its `size / slide` slices when it fires — the
+//! technique of Flink SQL's window aggregation, against one state update per window a record
+//! belongs to in the general operator ([`super::operator::WindowOp`]).
+//!
+//! Chosen with [`super::WindowedStream::with_slicing`] for sliding windows whose size is a
+//! multiple of the slide, with the default trigger and no allowed lateness. Results equal the
+//! general operator's when the aggregate's `merge` is exact (counts, integer sums, min, max).
+//!
+//! State: one accumulator per key and slice (namespace = slice start). Timers: per key, one at
+//! the end of the next window to fire (namespace = window end); firing window `[e − size, e)`
+//! emits the merge of its slices, drops the slice `e − size` (no later window holds it) and
+//! registers the next window's end while any of the key's slices remain. A record's slice
+//! registers the first window end holding it that is not late yet.
+use crate::functions::{user_result, Collector};
+use crate::operators::keyed::KeyFn;
+use crate::windows::assigners::{window_start, TimeKind, Window};
+use crate::windows::{ProcessWindowFunction, WindowContext};
+use std::sync::Arc;
+use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
+use weir_runtime::{OneInputOperator, OperatorContext, Output};
+use weir_state::{AggregateFunction, AggregatingState, KeyedStateStore, TimerService};
+use weir_types::metrics::{Counter, Gauge};
+use weir_types::{Data, Key, Record, Result, Watermark, WeirError, NO_TIMESTAMP};
+
+/// The slicing of an aligned sliding assigner: windows `[s, s + size)` for every `s ≡ offset
+/// (mod slide)`, `size` a multiple of `slide`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slices {
+    /// Window size (ms).
+    pub size: i64,
+    /// Slide (ms): the slice length.
+    pub slide: i64,
+    /// Offset of window starts (ms, in `[0, slide)`).
+    pub offset: i64,
+    /// Event or processing time.
+    pub kind: TimeKind,
+}
+
+pub(crate) struct SlicingOp<K: Key, T, W, ACC, AOUT, R, F> {
+    pub key: KeyFn<T, K>,
+    pub slices: Slices,
+    pub agg: Arc<dyn AggregateFunction<T, ACC, AOUT>>,
+    pub func: F,
+    pub late_tag: Option<String>,
+    pub store: KeyedStateStore<K>,
+    pub timers: TimerService<K, i64>,
+    pub contents: AggregatingState<T, ACC, AOUT, i64>,
+    pub late_dropped: Counter,
+    pub state_entries: Gauge,
+    pub _w: std::marker::PhantomData<fn() -> (W, R)>,
+}
+
+impl<K, T, W, ACC, AOUT, R, F> SlicingOp<K, T, W, ACC, AOUT, R, F>
+where
+    K: Key,
+    T: Data,
+    W: Window,
+    ACC: Data,
+    AOUT: 'static,
+    R: 'static,
+    F: ProcessWindowFunction<K, AOUT, R, W>,
+{
+    pub fn new(
+        ctx: &OperatorContext,
+        key: KeyFn<T, K>,
+        slices: Slices,
+        agg: Arc<dyn AggregateFunction<T, ACC, AOUT>>,
+        func: F,
+        late_tag: Option<String>,
+    ) -> Result<Self> {
+        assert!(
+            slices.slide > 0 && slices.size > slices.slide && slices.size % slices.slide == 0,
+            "slicing needs a size that is a multiple of the slide"
+        );
+        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()).with_scope(
+            &ctx.uid,
+            ctx.subtask,
+            ctx.max_parallelism,
+        );
+        let cfg = |e: weir_state::StateError| WeirError::Config(e.to_string());
+        let contents = AggregatingState::register(&mut store, "window-slices", agg.clone(), None)
+            .map_err(cfg)?;
+        let mut timers = TimerService::default();
+        if let Some(r) = &ctx.restored {
+            store.restore_blocks(&r.keyed).map_err(cfg)?;
+            timers
+                .restore(&store.take_restored_timers())
+                .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
+        }
+        Ok(SlicingOp {
+            key,
+            slices,
+            agg,
+            func,
+            late_tag,
+            store,
+            timers,
+            contents,
+            late_dropped: ctx.counter("late_records_dropped"),
+            state_entries: ctx.metrics.gauge(&ctx.name, ctx.subtask, "state_entries"),
+            _w: std::marker::PhantomData,
+        })
+    }
+
+    fn event_time(&self) -> bool {
+        self.slices.kind == TimeKind::Event
+    }
+
+    fn register(&mut self, end: i64) {
+        let k = self.store.current_key().expect("a current key").clone();
+        let q = if self.event_time() {
+            &mut self.timers.event
+        } else {
+            &mut self.timers.processing
+        };
+        q.register(end - 1, &k, &end);
+    }
+
+    /// Fires window `[end − size, end)` of `key`, drops its first slice and chains the next
+    /// window while slices remain.
+    fn fire(
+        &mut self,
+        key: K,
+        end: i64,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        self.store.set_current_key(key);
+        let Slices { size, slide, .. } = self.slices;
+        let start = end - size;
+        let mut acc: Option<ACC> = None;
+        let mut later = false;
+        let mut s = start;
+        while s < end {
+            if let Some(a) = self.contents.accumulator_in(&mut self.store, &s) {
+                later |= s > start;
+                match &mut acc {
+                    None => acc = Some(a),
+                    Some(m) => self.agg.merge(m, a),
+                }
+            }
+            s += slide;
+        }
+        self.contents.clear_in(&mut self.store, &start);
+        if later {
+            self.register(end + slide);
+        }
+        let Some(acc) = acc else {
+            return Ok(());
+        };
+        let w = W::from_bounds(start, end).expect("sliced windows are time windows");
+        let result = self.agg.get_result(&acc);
+        let key = self.store.current_key().expect("a current key").clone();
+        let mut c = Collector::new(out, w.max_timestamp());
+        let r = self
+            .func
+            .process(&key, &w, result, &mut WindowContext { op: ctx }, &mut c);
+        c.finish()?;
+        user_result(r, ctx)
+    }
+
+    fn report_state(&mut self) {
+        let n = self.store.total_entries() + self.timers.event.len() + self.timers.processing.len();
+        self.state_entries.set(n as i64);
+    }
+}
+
+impl<K, T, W, ACC, AOUT, R, F> OneInputOperator<T, R> for SlicingOp<K, T, W, ACC, AOUT, R, F>
+where
+    K: Key,
+    T: Data,
+    W: Window,
+    ACC: Data,
+    AOUT: 'static,
+    R: Data,
+    F: ProcessWindowFunction<K, AOUT, R, W>,
+{
+    fn snapshot(
+        &mut self,
+        _: &CheckpointBarrier,
+        ctx: &mut OperatorContext,
+        _: &mut dyn Output<R>,
+    ) -> Result<OperatorSnapshot> {
+        Ok(crate::operators::keyed::keyed_snapshot(
+            &mut self.store,
+            &self.timers,
+            ctx,
+        ))
+    }
+    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
+        self.store.maintain();
+        Ok(())
+    }
+
+    fn process(
+        &mut self,
+        rec: Record<T>,
+        ctx: &mut OperatorContext,
+        _: &mut dyn Output<R>,
+    ) -> Result<()> {
+        let Slices {
+            size,
+            slide,
+            offset,
+            ..
+        } = self.slices;
+        let t = if self.event_time() {
+            if rec.ts == NO_TIMESTAMP {
+                return Err(ctx.record_error(
+                    "record has no timestamp: assign timestamps (assign_timestamps) before an event-time window"
+                        .to_string(),
+                ));
+            }
+            rec.ts
+        } else {
+            ctx.clock.now_ms()
+        };
+        let slice = window_start(t, offset, slide);
+        // The first window holding the slice that is not late: its end − 1 above the watermark.
+        let mut end = slice.saturating_add(slide);
+        if self.event_time() {
+            let wm = ctx.watermark;
+            if end - 1 <= wm {
+                // The smallest `slice + j·slide` above `wm + 1`.
+                let behind = wm.saturating_add(1) - slice;
+                end = slice.saturating_add((behind / slide + 1).saturating_mul(slide));
+            }
+            if end > slice.saturating_add(size) {
+                // Every window of the record is late.
+                match &self.late_tag {
+                    Some(tag) => ctx.side_outputs.emit(tag, rec)?,
+                    None => self.late_dropped.inc(),
+                }
+                return Ok(());
+            }
+        }
+        let key = (self.key)(&rec.value);
+        self.store.set_current_key(key);
+        self.contents.add_in(&mut self.store, &slice, rec.value);
+        self.register(end);
+        Ok(())
+    }
+
+    fn on_watermark(
+        &mut self,
+        wm: Watermark,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        while let Some((_, key, end)) = self.timers.event.pop_due(wm.0) {
+            self.fire(key, end, ctx, out)?;
+        }
+        self.report_state();
+        out.watermark(wm)
+    }
+
+    fn next_deadline(&mut self) -> Option<i64> {
+        self.timers.processing.next_time()
+    }
+
+    fn on_processing_time(
+        &mut self,
+        now: i64,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        while let Some((_, key, end)) = self.timers.processing.pop_due(now) {
+            self.fire(key, end, ctx, out)?;
+        }
+        self.report_state();
+        Ok(())
+    }
+
+    fn end_input(&mut self, _: &mut OperatorContext, _: &mut dyn Output<R>) -> Result<()> {
+        self.report_state();
+        Ok(())
+    }
+}
