@@ -41,8 +41,9 @@ struct Cli {
     #[arg(long)]
     prometheus_url: Option<String>,
     /// Real-time mode: generate for this many seconds of processing time (events carry the
-    /// wall-clock time, at 4 events per vehicle per second). Default 10. With
-    /// --events-per-vehicle: stop (cancel) the job if it runs longer than this.
+    /// wall-clock time, at 4 events per vehicle per second), then stop. Absent: run until
+    /// Ctrl-C (which cancels the job and exits 0). With --events-per-vehicle: stop (cancel) the
+    /// job if it runs longer than this.
     #[arg(long)]
     duration: Option<u64>,
     /// Bounded, deterministic mode: every vehicle sends E events (4 per second of event time)
@@ -544,17 +545,22 @@ fn main() -> anyhow::Result<()> {
     let start_ms = cli
         .start_ms
         .unwrap_or_else(|| now_ms().div_euclid(PERIOD_MS) * PERIOD_MS);
-    let per_vehicle: u64 = match (cli.events_per_vehicle, cli.duration) {
-        (Some(e), _) => u64::from(e),
-        (None, d) => d.unwrap_or(10) * 1000 / EVENT_EVERY_MS as u64,
+    // None: real time until Ctrl-C.
+    let per_vehicle: Option<u64> = match (cli.events_per_vehicle, cli.duration) {
+        (Some(e), _) => Some(u64::from(e)),
+        (None, d) => d.map(|d| d * 1000 / EVENT_EVERY_MS as u64),
     };
     // Each generated record is an event, sometimes followed by a re-sent older one; its source
     // timestamp is the event's, so watermarks are generated per split inside the source.
-    let mut gen = Datagen::new(u64::from(vehicles) * per_vehicle, move |id, _| {
-        generated(id, vehicles, start_ms)
-    })
+    let mut gen = Datagen::new(
+        u64::from(vehicles) * per_vehicle.unwrap_or(0),
+        move |id, _| generated(id, vehicles, start_ms),
+    )
     .with_timestamps(|v: &Vec<Event>| v[0].ts_ms)
     .splits(4);
+    if per_vehicle.is_none() {
+        gen = gen.unbounded();
+    }
     if !bounded {
         // Real time: 4 events per vehicle per second, event time = wall clock.
         gen = gen.rate(f64::from(vehicles) * 1000.0 / EVENT_EVERY_MS as f64);
@@ -654,11 +660,11 @@ fn main() -> anyhow::Result<()> {
     let handle = env.execute_async("iot_metrics")?;
     // Real time: the generator stops after --duration seconds of events; stop the job if it is
     // still busy long after that. Bounded: --duration, if given, is a hard limit.
-    let limit = match (bounded, cli.duration) {
-        (true, d) => d.map(Duration::from_secs),
-        (false, _) => Some(Duration::from_secs(
-            per_vehicle * EVENT_EVERY_MS as u64 / 1000 + 60,
-        )),
+    // Until Ctrl-C: no limit.
+    let limit = match (bounded, per_vehicle) {
+        (true, _) => cli.duration.map(Duration::from_secs),
+        (false, Some(n)) => Some(Duration::from_secs(n * EVENT_EVERY_MS as u64 / 1000 + 60)),
+        (false, None) => None,
     };
     if let Some(limit) = limit {
         let t0 = std::time::Instant::now();
@@ -671,9 +677,12 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let r = handle.join()?;
-    let total = u64::from(vehicles) * per_vehicle;
+    let total = r.metrics.counter_sum("dedup", "records_in");
     if r.cancelled {
-        eprintln!("iot_metrics: cancelled after {:.2?}", r.elapsed);
+        eprintln!(
+            "iot_metrics: cancelled after {:.2?} ({total} events)",
+            r.elapsed
+        );
     } else {
         eprintln!(
             "iot_metrics: {} vehicles, {total} events in {:.2?} ({:.0} events/s){}",

@@ -151,13 +151,36 @@ fn sensors_emits_one_average_per_sensor_and_period() {
 
 #[test]
 fn ctrl_c_cancels_an_unbounded_job_and_exits_zero() {
-    let mut child = Command::new(example("sensors"))
-        .args(["--unbounded", "--rate", "2000", "-p", "2"])
-        .stdout(Stdio::null())
+    ctrl_c_cancels("sensors", &["--unbounded", "--rate", "2000", "-p", "2"]);
+}
+
+#[test]
+fn ctrl_c_cancels_a_job_started_in_the_background() {
+    // iot_metrics runs its job with `execute_async` and waits on the handle: without a
+    // --duration it runs until Ctrl-C, which must cancel the job, not kill the process.
+    ctrl_c_cancels("iot_metrics", &["--vehicles", "200", "-p", "1"]);
+}
+
+fn ctrl_c_cancels(name: &str, args: &[&str]) {
+    let mut child = Command::new(example(name))
+        .args(args)
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(700));
+    // The job is running once it has written output (Ctrl-C before the job starts kills the
+    // process, as for any program); then keep reading so the pipe never fills.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut stdout, &mut line);
+        let _ = tx.send(());
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the job writes output");
+    std::thread::sleep(Duration::from_millis(300));
     assert!(
         child.try_wait().unwrap().is_none(),
         "an unbounded job keeps running"

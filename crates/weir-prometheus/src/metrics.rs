@@ -2,8 +2,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use weir::metrics::{Counter, Gauge};
 
 /// Upper bounds (ms) of the request-latency histogram buckets; a last bucket takes the rest.
 pub const LATENCY_BUCKETS_MS: [u64; 12] =
@@ -138,5 +139,108 @@ impl fmt::Display for SinkMetricsSnapshot {
             self.request_latency_avg,
             self.request_latency_max
         )
+    }
+}
+
+/// The sink's counters in the job's metrics registry, per subtask (scope: the sink operator),
+/// so they show wherever the job's metrics go (`JobResult::metrics`, the metrics endpoint):
+/// `samples_sent`, `requests_sent`, `requests_retried`, `requests_rejected`,
+/// `samples_skipped_stale`, `samples_replayed`, `samples_dropped` (every reason) and
+/// `samples_dropped_<reason>`, `request_latency_us_sum` and the gauge `request_latency_us`
+/// (last attempt; its high-water mark is the slowest).
+#[derive(Clone)]
+pub(crate) struct JobMeters {
+    ctx_metrics: weir::metrics::MetricsRegistry,
+    scope: String,
+    subtask: usize,
+    samples_sent: Counter,
+    requests_sent: Counter,
+    requests_retried: Counter,
+    requests_rejected: Counter,
+    samples_skipped_stale: Counter,
+    samples_replayed: Counter,
+    samples_dropped: Counter,
+    latency_sum_us: Counter,
+    latency_us: Gauge,
+}
+
+impl JobMeters {
+    pub(crate) fn register(ctx: &weir::OperatorContext) -> Self {
+        JobMeters {
+            ctx_metrics: ctx.metrics.clone(),
+            scope: ctx.name.clone(),
+            subtask: ctx.subtask,
+            samples_sent: ctx.counter("samples_sent"),
+            requests_sent: ctx.counter("requests_sent"),
+            requests_retried: ctx.counter("requests_retried"),
+            requests_rejected: ctx.counter("requests_rejected"),
+            samples_skipped_stale: ctx.counter("samples_skipped_stale"),
+            samples_replayed: ctx.counter("samples_replayed"),
+            samples_dropped: ctx.counter("samples_dropped"),
+            latency_sum_us: ctx.counter("request_latency_us_sum"),
+            latency_us: ctx
+                .metrics
+                .gauge(&ctx.name, ctx.subtask, "request_latency_us"),
+        }
+    }
+}
+
+/// Where a writer and its sender task count: the sink-wide [`SinkMetrics`] and, once the
+/// writer is open, the job's registry.
+#[derive(Clone, Default)]
+pub(crate) struct Meters {
+    pub shared: Arc<SinkMetrics>,
+    pub job: Option<JobMeters>,
+}
+
+impl Meters {
+    pub(crate) fn sent(&self, samples: u64) {
+        self.shared.samples_sent.fetch_add(samples, Relaxed);
+        self.shared.requests_sent.fetch_add(1, Relaxed);
+        if let Some(j) = &self.job {
+            j.samples_sent.add(samples);
+            j.requests_sent.inc();
+        }
+    }
+    pub(crate) fn retried(&self) {
+        self.shared.requests_retried.fetch_add(1, Relaxed);
+        if let Some(j) = &self.job {
+            j.requests_retried.inc();
+        }
+    }
+    pub(crate) fn rejected(&self) {
+        self.shared.requests_rejected.fetch_add(1, Relaxed);
+        if let Some(j) = &self.job {
+            j.requests_rejected.inc();
+        }
+    }
+    pub(crate) fn skipped_stale(&self) {
+        self.shared.samples_skipped_stale.fetch_add(1, Relaxed);
+        if let Some(j) = &self.job {
+            j.samples_skipped_stale.inc();
+        }
+    }
+    pub(crate) fn replayed(&self) {
+        self.shared.samples_replayed.fetch_add(1, Relaxed);
+        if let Some(j) = &self.job {
+            j.samples_replayed.inc();
+        }
+    }
+    pub(crate) fn dropped(&self, reason: &str, n: u64) {
+        self.shared.drop_samples(reason, n);
+        if let Some(j) = &self.job {
+            j.samples_dropped.add(n);
+            j.ctx_metrics
+                .counter(&j.scope, j.subtask, &format!("samples_dropped_{reason}"))
+                .add(n);
+        }
+    }
+    pub(crate) fn latency(&self, d: Duration) {
+        self.shared.observe_latency(d);
+        if let Some(j) = &self.job {
+            let us = d.as_micros().min(i64::MAX as u128) as i64;
+            j.latency_sum_us.add(us as u64);
+            j.latency_us.set(us);
+        }
     }
 }

@@ -1,11 +1,10 @@
 //! The remote-write sink: configuration, the writer on the task thread, and the sender task on
 //! the I/O runtime that batches, sends, retries and isolates rejected samples.
-use crate::metrics::SinkMetrics;
+use crate::metrics::{JobMeters, Meters, SinkMetrics};
 use crate::proto::{self, TimeSeries, WriteRequest};
 use crate::sample::{subtask_of, MetricSample};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, oneshot};
@@ -347,6 +346,10 @@ impl Sink<MetricSample> for PrometheusSink {
             newest: HashMap::new(),
             max_ts: i64::MIN,
             restored: false,
+            meters: Meters {
+                shared: self.metrics.clone(),
+                job: None,
+            },
         }))
     }
 }
@@ -380,6 +383,8 @@ struct PromWriter {
     newest: HashMap<u128, i64>,
     max_ts: i64,
     restored: bool,
+    /// Counters: the sink's, and the job registry's once open.
+    meters: Meters,
 }
 
 impl PromWriter {
@@ -415,7 +420,7 @@ impl PromWriter {
                 cfg: self.sink.cfg.clone(),
                 client: self.client.take().expect("client"),
                 headers: self.headers.take().expect("headers"),
-                metrics: self.sink.metrics.clone(),
+                metrics: self.meters.clone(),
                 restored: self.restored,
                 rng: 0x9E37_79B9_7F4A_7C15 ^ (self.subtask as u64) ^ now_nanos(),
                 failure: self.failure.clone(),
@@ -468,16 +473,17 @@ fn now_nanos() -> u64 {
 }
 
 impl SinkWriter<MetricSample> for PromWriter {
+    fn open(&mut self, ctx: &weir::OperatorContext) -> weir::Result<()> {
+        self.meters.job = Some(JobMeters::register(ctx));
+        Ok(())
+    }
     fn write(&mut self, rec: Record<MetricSample>) -> weir::Result<()> {
         let s = rec.value;
         let id = s.series_id();
         if self.sink.cfg.replay_safe {
             match self.newest.get_mut(&id) {
                 Some(t) if *t >= s.ts_ms => {
-                    self.sink
-                        .metrics
-                        .samples_skipped_stale
-                        .fetch_add(1, Relaxed);
+                    self.meters.skipped_stale();
                     return Ok(());
                 }
                 Some(t) => *t = s.ts_ms,
@@ -566,7 +572,7 @@ struct Sender {
     cfg: Config,
     client: reqwest::Client,
     headers: HeaderMap,
-    metrics: Arc<SinkMetrics>,
+    metrics: Meters,
     restored: bool,
     rng: u64,
     failure: Arc<Mutex<Option<String>>>,
@@ -658,10 +664,7 @@ impl Sender {
             let body = proto::encode(&build_request(part));
             match self.post(body).await {
                 Ok(()) => {
-                    self.metrics
-                        .samples_sent
-                        .fetch_add(part.len() as u64, Relaxed);
-                    self.metrics.requests_sent.fetch_add(1, Relaxed);
+                    self.metrics.sent(part.len() as u64);
                 }
                 Err(PostError::Fatal(m)) => return Err(m),
                 Err(PostError::Exhausted(m)) => match self.cfg.on_retries_exhausted {
@@ -677,12 +680,11 @@ impl Sender {
                             part.len(),
                             self.cfg.max_retries
                         );
-                        self.metrics
-                            .drop_samples("retries_exhausted", part.len() as u64)
+                        self.metrics.dropped("retries_exhausted", part.len() as u64)
                     }
                 },
                 Err(PostError::Rejected { status, message }) => {
-                    self.metrics.requests_rejected.fetch_add(1, Relaxed);
+                    self.metrics.rejected();
                     if part.len() > 1 {
                         let mid = lo + part.len() / 2;
                         todo.push((mid, hi));
@@ -694,7 +696,7 @@ impl Sender {
                     if self.restored
                         && (reason == "out_of_order" || reason == "duplicate_timestamp")
                     {
-                        self.metrics.samples_replayed.fetch_add(1, Relaxed);
+                        self.metrics.replayed();
                         continue;
                     }
                     match self.cfg.on_rejected {
@@ -711,7 +713,7 @@ impl Sender {
                                 s.to_text(),
                                 message.trim()
                             );
-                            self.metrics.drop_samples(reason, 1)
+                            self.metrics.dropped(reason, 1)
                         }
                     }
                 }
@@ -754,7 +756,7 @@ impl Sender {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
                     let text = resp.text().await.unwrap_or_default();
-                    self.metrics.observe_latency(start.elapsed());
+                    self.metrics.latency(start.elapsed());
                     match status {
                         200..=299 => return Ok(()),
                         401 | 403 | 404 => {
@@ -781,7 +783,7 @@ impl Sender {
                     }
                 }
                 Err(e) => {
-                    self.metrics.observe_latency(start.elapsed());
+                    self.metrics.latency(start.elapsed());
                     if e.is_builder() {
                         return Err(PostError::Fatal(format!("request to {}: {e}", self.url)));
                     }
@@ -802,7 +804,7 @@ impl Sender {
                 pause = pause.max(ra.min(self.cfg.retry_after_max));
             }
             attempt += 1;
-            self.metrics.requests_retried.fetch_add(1, Relaxed);
+            self.metrics.retried();
             tracing::debug!("prometheus remote write: {message}; retry {attempt} in {pause:?}");
             tokio::time::sleep(pause).await;
         }

@@ -274,11 +274,28 @@ fn a_400_is_dropped_and_counted_by_reason() {
     let metrics = sink.metrics();
     let env = StreamEnv::new().with_parallelism(1);
     env.from_collection(input).write_to_prometheus(sink);
-    env.execute("400").unwrap();
+    let res = env.execute("400").unwrap();
     let m = metrics.snapshot();
     assert_eq!(m.samples_dropped.get("invalid_labels"), Some(&3), "{m}");
     assert_eq!(m.samples_sent, 57, "{m}");
     assert_eq!(rx.accepted().len(), 57);
+    // The same counts are in the job's metrics, next to every other operator's.
+    let j = &res.metrics;
+    assert_eq!(j.counter_sum("prometheus", "samples_sent"), 57, "{j:?}");
+    assert_eq!(j.counter_sum("prometheus", "samples_dropped"), 3);
+    assert_eq!(
+        j.counter_sum("prometheus", "samples_dropped_invalid_labels"),
+        3
+    );
+    assert_eq!(
+        j.counter_sum("prometheus", "requests_sent"),
+        m.requests_sent
+    );
+    assert_eq!(
+        j.counter_sum("prometheus", "requests_rejected"),
+        m.requests_rejected
+    );
+    assert!(j.counter_sum("prometheus", "request_latency_us_sum") > 0);
 }
 
 #[test]

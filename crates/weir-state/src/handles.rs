@@ -614,11 +614,25 @@ impl<IN: 'static, ACC: Data, OUT: 'static, N: Namespace> AggregatingState<IN, AC
     fn agg(&self) -> &Arc<dyn AggregateFunction<IN, ACC, OUT>> {
         self.agg.as_ref().expect("registered")
     }
-    /// Adds one input.
-    pub fn add_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N, v: IN) {
-        let agg = self.agg().clone();
-        self.cell
-            .mutate(ctx, ns, || agg.create_accumulator(), |acc| agg.add(acc, v))
+    /// Adds one input. Returns whether the entry was created by it.
+    pub fn add_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N, v: IN) -> bool {
+        let agg = self.agg();
+        let mut created = false;
+        self.cell.mutate(
+            ctx,
+            ns,
+            || {
+                created = true;
+                agg.create_accumulator()
+            },
+            |acc| agg.add(acc, v),
+        );
+        created
+    }
+    /// Removes the entry of the current key in namespace `ns`, returning its result.
+    pub fn take_result_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N) -> Option<OUT> {
+        let agg = self.agg();
+        self.cell.clear(ctx, ns).map(|acc| agg.get_result(&acc))
     }
     /// The current result, if anything was added.
     pub fn get_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N) -> Option<OUT> {
@@ -662,7 +676,7 @@ impl<IN: 'static, ACC: Data, OUT: 'static, N: Namespace> AggregatingState<IN, AC
 impl<IN: 'static, ACC: Data, OUT: 'static> AggregatingState<IN, ACC, OUT, ()> {
     /// Adds one input.
     pub fn add<K: Key>(&self, ctx: &mut impl StateAccess<K>, v: IN) {
-        self.add_in(ctx, &(), v)
+        self.add_in(ctx, &(), v);
     }
     /// The current result.
     pub fn get<K: Key>(&self, ctx: &mut impl StateAccess<K>) -> Option<OUT> {

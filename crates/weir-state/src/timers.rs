@@ -7,13 +7,18 @@ use std::hash::Hash;
 /// A queue of timers of one time domain.
 ///
 /// `by_time` orders timers; `live` deduplicates and makes deletion O(1): a deleted timer stays
-/// in `by_time` and is skipped when popped.
+/// in `by_time` and is skipped when popped. Timers registered with
+/// [`TimerQueue::register_unique`] skip `live` (no hash insert or remove): the caller knows they
+/// are not registered yet and never deletes them.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(bound(serialize = "K: Serialize + Eq + Hash, N: Serialize + Eq + Hash"))]
 #[serde(bound(deserialize = "K: Deserialize<'de> + Eq + Hash, N: Deserialize<'de> + Eq + Hash"))]
 pub struct TimerQueue<K, N> {
-    by_time: BTreeMap<i64, VecDeque<(K, N)>>,
+    /// Per timestamp, in registration order: (key, namespace, whether tracked in `live`).
+    by_time: BTreeMap<i64, VecDeque<(K, N, bool)>>,
     live: HashSet<(i64, K, N)>,
+    /// Timers registered with `register_unique` not popped yet.
+    unique: usize,
 }
 
 impl<K, N> Default for TimerQueue<K, N> {
@@ -21,6 +26,7 @@ impl<K, N> Default for TimerQueue<K, N> {
         TimerQueue {
             by_time: BTreeMap::new(),
             live: HashSet::new(),
+            unique: 0,
         }
     }
 }
@@ -32,8 +38,19 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
             self.by_time
                 .entry(ts)
                 .or_default()
-                .push_back((key.clone(), ns.clone()));
+                .push_back((key.clone(), ns.clone(), true));
         }
+    }
+
+    /// Registers a timer the caller knows is not registered, and will not delete: cheaper
+    /// than [`TimerQueue::register`] (no deduplication). A window operator whose trigger only
+    /// fires at the window's end registers one when the window gets its first record.
+    pub fn register_unique(&mut self, ts: i64, key: K, ns: N) {
+        self.unique += 1;
+        self.by_time
+            .entry(ts)
+            .or_default()
+            .push_back((key, ns, false));
     }
 
     /// Deletes a timer, if registered.
@@ -51,12 +68,16 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
             }
             let list = entry.get_mut();
             // Fire in registration order.
-            let Some((k, n)) = list.pop_front() else {
+            let Some((k, n, tracked)) = list.pop_front() else {
                 entry.remove();
                 continue;
             };
             if list.is_empty() {
                 entry.remove();
+            }
+            if !tracked {
+                self.unique -= 1;
+                return Some((ts, k, n));
             }
             if self.live.remove(&(ts, k.clone(), n.clone())) {
                 return Some((ts, k, n));
@@ -72,8 +93,8 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
             let mut entry = self.by_time.first_entry()?;
             let ts = *entry.key();
             let list = entry.get_mut();
-            while let Some((k, n)) = list.front() {
-                if self.live.contains(&(ts, k.clone(), n.clone())) {
+            while let Some((k, n, tracked)) = list.front() {
+                if !tracked || self.live.contains(&(ts, k.clone(), n.clone())) {
                     return Some(ts);
                 }
                 list.pop_front();
@@ -84,12 +105,26 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
 
     /// Number of live timers.
     pub fn len(&self) -> usize {
-        self.live.len()
+        self.live.len() + self.unique
     }
 
     /// Whether no timer is live.
     pub fn is_empty(&self) -> bool {
-        self.live.is_empty()
+        self.len() == 0
+    }
+
+    /// Every live timer, in no particular order.
+    pub fn for_each_live(&self, mut f: impl FnMut(i64, &K, &N)) {
+        for (ts, k, n) in &self.live {
+            f(*ts, k, n);
+        }
+        if self.unique > 0 {
+            for (ts, list) in &self.by_time {
+                for (k, n, _) in list.iter().filter(|e| !e.2) {
+                    f(*ts, k, n);
+                }
+            }
+        }
     }
 }
 
@@ -123,14 +158,14 @@ where
     pub fn snapshot(&self) -> Vec<(i64, u8, Vec<u8>, Vec<u8>)> {
         let mut out = Vec::with_capacity(self.event.len() + self.processing.len());
         for (domain, q) in [(0u8, &self.event), (1u8, &self.processing)] {
-            for (ts, k, n) in &q.live {
+            q.for_each_live(|ts, k, n| {
                 out.push((
-                    *ts,
+                    ts,
                     domain,
                     crate::snapshot::to_bytes(k),
                     crate::snapshot::to_bytes(n),
-                ));
-            }
+                ))
+            });
         }
         out
     }
@@ -172,6 +207,28 @@ mod tests {
         assert_eq!(fired, vec![(10, "b"), (20, "c")]);
         assert_eq!(q.pop_due(i64::MAX), Some((30, "a", ())));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn unique_timers_fire_in_order_with_the_others_and_are_snapshotted() {
+        let mut q: TimerQueue<u32, ()> = TimerQueue::default();
+        q.register(20, &1, &());
+        q.register_unique(10, 2, ());
+        q.register_unique(20, 3, ());
+        q.register(20, &4, &());
+        q.delete(20, &4, &());
+        assert_eq!(q.len(), 3);
+        let mut seen = vec![];
+        q.for_each_live(|t, k, _| seen.push((t, *k)));
+        seen.sort();
+        assert_eq!(seen, vec![(10, 2), (20, 1), (20, 3)]);
+        assert_eq!(q.next_time(), Some(10));
+        let mut fired = vec![];
+        while let Some((t, k, _)) = q.pop_due(i64::MAX) {
+            fired.push((t, k));
+        }
+        assert_eq!(fired, vec![(10, 2), (20, 1), (20, 3)]);
+        assert!(q.is_empty() && q.next_time().is_none());
     }
 
     #[test]

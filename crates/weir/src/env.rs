@@ -417,16 +417,27 @@ impl StreamEnv {
         r
     }
 
-    /// Starts the job in the background.
+    /// Starts the job in the background. Ctrl-C cancels it and SIGUSR1/SIGUSR2 take
+    /// savepoints, as with [`StreamEnv::execute`].
     pub fn execute_async(&self, name: &str) -> Result<JobHandle> {
         let (graph, cfg, metrics) = self.take_graph()?;
+        install_signals();
         let control = JobControl::new(CancelToken::new());
+        RUNNING.lock().unwrap().push(control.clone());
         let c2 = control.clone();
         let m2 = metrics.clone();
         let name = name.to_string();
         let join = std::thread::Builder::new()
             .name(format!("weir-job:{name}"))
-            .spawn(move || weir_runtime::execute_with(graph, cfg, c2, m2))
+            .spawn(move || {
+                tracing::info!("starting job '{name}'");
+                let r = weir_runtime::execute_with(graph, cfg, c2.clone(), m2);
+                RUNNING
+                    .lock()
+                    .unwrap()
+                    .retain(|t| !t.cancel.same_as(&c2.cancel));
+                r
+            })
             .map_err(|e| WeirError::io("starting the job thread", e))?;
         Ok(JobHandle {
             control,

@@ -40,6 +40,7 @@ pub use env::{init_logging, JobHandle, StreamEnv};
 pub use options::{parse_duration_ms, EnvOptions};
 pub use stream::{BroadcastStream, ConnectedStreams, DataStream, KeyedStream, OutputTag};
 pub use stream_async::{AsyncMode, AsyncOptions};
+pub use weir_runtime::OperatorContext;
 pub use weir_runtime::{
     BadRecordPolicy, DeadLetter, JobResult, Poll, Source, SourceOutput, SourceReader,
     WatermarkStrategy,
@@ -48,6 +49,7 @@ pub use weir_state::{
     AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateAccess, StateTtl,
     ValueState,
 };
+pub use weir_types::metrics;
 pub use weir_types::metrics::MetricsSnapshot;
 pub use weir_types::{
     BoxError, Clock, Data, Key, ManualClock, Position, Record, SystemClock, WeirError,

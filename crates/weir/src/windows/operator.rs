@@ -99,6 +99,9 @@ pub(crate) struct WindowOp<K: Key, T, A: WindowAssigner<T>, ACC, AOUT, R, F> {
     pub windows: Vec<A::W>,
     pub late_dropped: Counter,
     pub state_entries: Gauge,
+    /// The trigger fires only at the window's end, windows don't merge and there is no allowed
+    /// lateness: one timer per key and window, no trigger calls (same results).
+    pub fast: bool,
     pub _r: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -142,7 +145,11 @@ where
         let slots = (0..trigger.state_slots())
             .map(|i| ValueState::register(&mut store, &format!("trigger-{i}")).map_err(cfg))
             .collect::<Result<Vec<_>>>()?;
+        let fast = !assigner.is_merging()
+            && lateness_ms == 0
+            && trigger.fires_only_at_window_end() == Some(assigner.time_kind());
         Ok(WindowOp {
+            fast,
             key,
             assigner,
             trigger,
@@ -278,6 +285,16 @@ where
         let Some(result) = self.contents.get_in(&mut self.store, state_window) else {
             return Ok(());
         };
+        self.emit_result(w, result, ctx, out)
+    }
+
+    fn emit_result(
+        &mut self,
+        w: &A::W,
+        result: AOUT,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
         let key = self.store.current_key().unwrap().clone();
         let mut c = Collector::new(out, w.max_timestamp());
         let r = self
@@ -314,6 +331,13 @@ where
         out: &mut dyn Output<R>,
     ) -> Result<()> {
         self.store.set_current_key(key);
+        if self.fast {
+            // The window's only timer: its end, which is also its cleanup time.
+            return match self.contents.take_result_in(&mut self.store, &w) {
+                Some(result) => self.emit_result(&w, result, ctx, out),
+                None => Ok(()),
+            };
+        }
         let merging = self.assigner.is_merging();
         let mut mapping = if merging {
             self.merging.get(&mut self.store).unwrap_or_default()
@@ -347,6 +371,52 @@ where
         if merging {
             self.persist(mapping);
         }
+        Ok(())
+    }
+
+    /// `process` with a trigger that fires only at the window's end and no lateness.
+    fn process_fast(&mut self, rec: Record<T>, ctx: &mut OperatorContext) -> Result<()> {
+        let event = self.is_event_time();
+        let wm = ctx.watermark;
+        let now = if event { 0 } else { ctx.clock.now_ms() };
+        let mut windows = std::mem::take(&mut self.windows);
+        windows.clear();
+        if let Err(e) = self.assigner.assign(&rec.value, rec.ts, now, &mut windows) {
+            return Err(ctx.record_error(e));
+        }
+        windows.retain(|w| !self.is_late(w, wm));
+        if windows.is_empty() {
+            self.windows = windows;
+            // Flink's `isElementLate` (see `process`), with no allowed lateness.
+            if event && rec.ts <= wm {
+                match &self.late_tag {
+                    Some(tag) => ctx.side_outputs.emit(tag, rec)?,
+                    None => self.late_dropped.inc(),
+                }
+            }
+            return Ok(());
+        }
+        let key = (self.key)(&rec.value);
+        self.store.set_current_key(key);
+        let last = windows.len() - 1;
+        let mut value = Some(rec.value);
+        for (i, w) in windows.drain(..).enumerate() {
+            let v = if i == last {
+                value.take().unwrap()
+            } else {
+                value.clone().unwrap()
+            };
+            if self.contents.add_in(&mut self.store, &w, v) {
+                let t = w.max_timestamp();
+                let k = self.store.current_key().unwrap().clone();
+                if event {
+                    self.timers.event.register_unique(t, k, w);
+                } else {
+                    self.timers.processing.register_unique(t, k, w);
+                }
+            }
+        }
+        self.windows = windows;
         Ok(())
     }
 
@@ -397,6 +467,9 @@ where
         ctx: &mut OperatorContext,
         out: &mut dyn Output<R>,
     ) -> Result<()> {
+        if self.fast {
+            return self.process_fast(rec, ctx);
+        }
         let key = (self.key)(&rec.value);
         self.store.set_current_key(key);
         let (wm, now) = (ctx.watermark, ctx.clock.now_ms());
