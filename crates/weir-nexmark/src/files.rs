@@ -80,7 +80,7 @@ pub fn part_paths(format: Format, out: &Path, parts: usize) -> Vec<Vec<PathBuf>>
 
 enum PartWriter {
     Json(BufWriter<File>),
-    Csv([csv::Writer<BufWriter<File>>; 3]),
+    Csv(Box<[csv::Writer<BufWriter<File>>; 3]>),
 }
 
 fn csv_row<T: Serialize>(w: &mut csv::Writer<BufWriter<File>>, v: &T) -> Result<(), String> {
@@ -103,9 +103,11 @@ pub fn write_events(
     for p in &paths {
         writers.push(match format {
             Format::Json => PartWriter::Json(create(&p[0])?),
-            Format::Csv => {
-                PartWriter::Csv([csv_writer(&p[0])?, csv_writer(&p[1])?, csv_writer(&p[2])?])
-            }
+            Format::Csv => PartWriter::Csv(Box::new([
+                csv_writer(&p[0])?,
+                csv_writer(&p[1])?,
+                csv_writer(&p[2])?,
+            ])),
         });
     }
     let mut written = Written {
@@ -140,7 +142,7 @@ pub fn write_events(
         match w {
             PartWriter::Json(mut w) => w.flush().map_err(|e| format!("writing events: {e}"))?,
             PartWriter::Csv(ws) => {
-                for mut w in ws {
+                for mut w in *ws {
                     w.flush().map_err(|e| format!("writing CSV: {e}"))?;
                 }
             }
