@@ -10,8 +10,9 @@
 //! State: one accumulator per key and slice (namespace = slice start). Timers: per key, one at
 //! the end of the next window to fire (namespace = window end); firing window `[e − size, e)`
 //! emits the merge of its slices, drops the slice `e − size` (no later window holds it) and
-//! registers the next window's end while any of the key's slices remain. A record's slice
-//! registers the first window end holding it that is not late yet.
+//! registers the next window's end while any of the key's slices remain. A new slice registers
+//! the first window end holding it that is not late yet; later records of the slice register
+//! nothing (the chain reaches every window of the slice).
 use crate::functions::{user_result, Collector};
 use crate::operators::keyed::KeyFn;
 use crate::windows::assigners::{window_start, TimeKind, Window};
@@ -237,8 +238,12 @@ where
         }
         let key = (self.key)(&rec.value);
         self.store.set_current_key(key);
-        self.contents.add_in(&mut self.store, &slice, rec.value);
-        self.register(end);
+        // A slice that already holds records has a pending timer at a window end holding it
+        // (registered when it got its first record, then chained window by window until its
+        // last window), so only a new slice registers one.
+        if self.contents.add_in(&mut self.store, &slice, rec.value) {
+            self.register(end);
+        }
         Ok(())
     }
 
