@@ -526,3 +526,138 @@ fn sliced_processing_time_windows_fire_on_the_clock() {
     assert_eq!(v[1].0 - v[0].0, 500, "{v:?}");
     assert!(v[0].0 >= 999_500 && v[0].0 % 500 == 0, "{v:?}");
 }
+
+/// The event-time trigger, hidden behind a wrapper: the window operator takes its general path.
+struct General(weir::windows::EventTimeTrigger);
+impl<W: weir::windows::Window> weir::windows::Trigger<W> for General {
+    fn on_element(
+        &self,
+        e: &dyn std::any::Any,
+        ts: i64,
+        ctx: &mut weir::windows::TriggerContext<'_, W>,
+    ) -> weir::windows::TriggerResult {
+        self.0.on_element(e, ts, ctx)
+    }
+    fn on_event_time(
+        &self,
+        t: i64,
+        ctx: &mut weir::windows::TriggerContext<'_, W>,
+    ) -> weir::windows::TriggerResult {
+        self.0.on_event_time(t, ctx)
+    }
+    fn on_processing_time(
+        &self,
+        t: i64,
+        ctx: &mut weir::windows::TriggerContext<'_, W>,
+    ) -> weir::windows::TriggerResult {
+        weir::windows::Trigger::<W>::on_processing_time(&self.0, t, ctx)
+    }
+    fn can_merge(&self) -> bool {
+        true
+    }
+    fn on_merge(&self, merged: &[W], ctx: &mut weir::windows::TriggerContext<'_, W>) {
+        self.0.on_merge(merged, ctx)
+    }
+    fn clear(&self, ctx: &mut weir::windows::TriggerContext<'_, W>) {
+        self.0.clear(ctx)
+    }
+}
+
+#[test]
+fn default_trigger_fast_paths_equal_the_general_operator() {
+    for (seed, p) in [(11, 1), (12, 2), (13, 4)] {
+        // Sparse keys so sessions both merge and split; out of order and some far too late.
+        let mut events = random_events(seed, 3_000, 7, 900);
+        for (i, e) in events.iter_mut().enumerate() {
+            e.1 = e.1 * 3 + (i as i64 % 5) * 40;
+        }
+        for gap in [250, 1_000] {
+            let general = run_with(events.clone(), 400, 1, |k, late| {
+                k.window(Session::event_time(gap))
+                    .trigger(General(weir::windows::EventTimeTrigger))
+                    .side_output_late_data(late)
+                    .aggregate_with(CountSum, row)
+            });
+            let fast = run_with(events.clone(), 400, p, |k, late| {
+                k.window(Session::event_time(gap))
+                    .side_output_late_data(late)
+                    .aggregate_with(CountSum, row)
+            });
+            assert!(
+                general.rows.len() > 50 && !general.late.is_empty(),
+                "{} rows {} late",
+                general.rows.len(),
+                general.late.len()
+            );
+            assert!(general.rows.iter().any(|r| r.3 > 1), "some sessions merge");
+            assert_eq!(fast.rows, general.rows, "sessions gap {gap} p {p}");
+            assert_eq!(fast.late, general.late, "sessions gap {gap} p {p}");
+        }
+        // Dynamic gaps.
+        let dynamic =
+            || Session::event_time_dynamic(|e: &Ev| 100 + (e.2.unsigned_abs() as i64 % 7) * 100);
+        let general = run_with(events.clone(), 400, 1, |k, late| {
+            k.window(dynamic())
+                .trigger(General(weir::windows::EventTimeTrigger))
+                .side_output_late_data(late)
+                .aggregate_with(CountSum, row)
+        });
+        let fast = run_with(events.clone(), 400, p, |k, late| {
+            k.window(dynamic())
+                .side_output_late_data(late)
+                .aggregate_with(CountSum, row)
+        });
+        assert_eq!(fast.rows, general.rows, "dynamic sessions p {p}");
+        assert_eq!(fast.late, general.late, "dynamic sessions p {p}");
+        // Tumbling and sliding windows.
+        for (size, slide) in [(500, 500), (900, 300)] {
+            let general = run_with(events.clone(), 400, 1, |k, late| {
+                k.window(Sliding::event_time(size, slide))
+                    .trigger(General(weir::windows::EventTimeTrigger))
+                    .side_output_late_data(late)
+                    .aggregate_with(CountSum, row)
+            });
+            let fast = run_with(events.clone(), 400, p, |k, late| {
+                k.window(Sliding::event_time(size, slide))
+                    .side_output_late_data(late)
+                    .aggregate_with(CountSum, row)
+            });
+            assert_eq!(fast.rows, general.rows, "sliding {size}/{slide} p {p}");
+            assert_eq!(fast.late, general.late, "sliding {size}/{slide} p {p}");
+        }
+    }
+}
+
+/// Per-record gaps make windows that contain or equal earlier sessions; both paths keep every
+/// record (a window merged into a session it covers keeps the session's state).
+#[test]
+fn per_record_gap_sessions_keep_every_record_on_both_paths() {
+    let dynamic = || Session::event_time_dynamic(|e: &Ev| e.2);
+    let mut rng = SplitMix64::new(5);
+    for _ in 0..300 {
+        let n = 2 + rng.below(6) as usize;
+        let events: Vec<Ev> = (0..n)
+            .map(|_| {
+                ev(
+                    "a",
+                    rng.below(20) as i64 * 50,
+                    50 + rng.below(8) as i64 * 50,
+                )
+            })
+            .collect();
+        let general = run_with(events.clone(), 10_000, 1, |k, late| {
+            k.window(dynamic())
+                .trigger(General(weir::windows::EventTimeTrigger))
+                .side_output_late_data(late)
+                .aggregate_with(CountSum, row)
+        });
+        let fast = run_with(events.clone(), 10_000, 1, |k, late| {
+            k.window(dynamic())
+                .side_output_late_data(late)
+                .aggregate_with(CountSum, row)
+        });
+        assert_eq!(fast.rows, general.rows, "events {events:?}");
+        let count: u64 = fast.rows.iter().map(|r| r.3).sum();
+        assert_eq!(count as usize, n, "every record counted once: {events:?}");
+    }
+}

@@ -14,6 +14,15 @@ pub trait Window: Data + Hash + Eq + Debug {
     fn from_bounds(_start: i64, _end: i64) -> Option<Self> {
         None
     }
+    /// Whether [`Window::merge_cover`] is implemented (time ranges).
+    fn coverable() -> bool {
+        false
+    }
+    /// If the windows overlap or touch (Flink's `intersects`), the smallest window covering
+    /// both (used by the session fast path).
+    fn merge_cover(&self, _other: &Self) -> Option<Self> {
+        None
+    }
 }
 
 /// `[start, end)` in ms.
@@ -51,6 +60,12 @@ impl Window for TimeWindow {
     }
     fn from_bounds(start: i64, end: i64) -> Option<Self> {
         Some(TimeWindow { start, end })
+    }
+    fn coverable() -> bool {
+        true
+    }
+    fn merge_cover(&self, other: &Self) -> Option<Self> {
+        self.intersects(other).then(|| self.cover(other))
     }
 }
 

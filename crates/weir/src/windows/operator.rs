@@ -102,7 +102,17 @@ pub(crate) struct WindowOp<K: Key, T, A: WindowAssigner<T>, ACC, AOUT, R, F> {
     /// The trigger fires only at the window's end, windows don't merge and there is no allowed
     /// lateness: one timer per key and window, no trigger calls (same results).
     pub fast: bool,
+    /// The same for merging (session) windows of time ranges: per key, the open sessions and
+    /// their accumulators in one state entry (`sessions`), merged in place.
+    pub fast_sessions: Option<FastSessions<T, A::W, ACC, AOUT>>,
     pub _r: std::marker::PhantomData<fn() -> R>,
+}
+
+/// State of the session fast path.
+pub(crate) struct FastSessions<T, W, ACC, AOUT> {
+    agg: Arc<dyn AggregateFunction<T, ACC, AOUT>>,
+    /// Per key: its open sessions (pairwise apart: none overlap or touch) and accumulators.
+    sessions: ValueState<Vec<(W, ACC)>>,
 }
 
 impl<K, T, A, ACC, AOUT, R, F> WindowOp<K, T, A, ACC, AOUT, R, F>
@@ -132,9 +142,19 @@ where
             ctx.max_parallelism,
         );
         let cfg = |e: weir_state::StateError| WeirError::Config(e.to_string());
-        let contents =
-            AggregatingState::register(&mut store, "window-contents", agg, None).map_err(cfg)?;
+        let contents = AggregatingState::register(&mut store, "window-contents", agg.clone(), None)
+            .map_err(cfg)?;
         let merging = ValueState::register(&mut store, "merging-windows").map_err(cfg)?;
+        let at_end_only =
+            lateness_ms == 0 && trigger.fires_only_at_window_end() == Some(assigner.time_kind());
+        let fast_sessions = if at_end_only && assigner.is_merging() && A::W::coverable() {
+            Some(FastSessions {
+                agg,
+                sessions: ValueState::register(&mut store, "session-windows").map_err(cfg)?,
+            })
+        } else {
+            None
+        };
         let mut timers = TimerService::default();
         if let Some(r) = &ctx.restored {
             store.restore_blocks(&r.keyed).map_err(cfg)?;
@@ -145,11 +165,10 @@ where
         let slots = (0..trigger.state_slots())
             .map(|i| ValueState::register(&mut store, &format!("trigger-{i}")).map_err(cfg))
             .collect::<Result<Vec<_>>>()?;
-        let fast = !assigner.is_merging()
-            && lateness_ms == 0
-            && trigger.fires_only_at_window_end() == Some(assigner.time_kind());
+        let fast = !assigner.is_merging() && at_end_only;
         Ok(WindowOp {
             fast,
+            fast_sessions,
             key,
             assigner,
             trigger,
@@ -238,15 +257,23 @@ where
         mapping: &mut Vec<(A::W, A::W)>,
         new: A::W,
     ) -> (A::W, Vec<MergeAction<A::W>>) {
+        // A window equal to a live one joins it. (Flink's merge sees one distinct window and
+        // maps the window to itself, dropping the state window of a session that had absorbed
+        // others — only possible with per-record gaps; Weir keeps that session's records.)
+        if lookup(mapping, &new).is_some() {
+            return (new, Vec::new());
+        }
         let mut all: Vec<A::W> = mapping.iter().map(|(w, _)| w.clone()).collect();
         all.push(new.clone());
         let merges = self.assigner.merge(&all).unwrap_or_default();
         let mut result = new.clone();
+        let mut merged_new = false;
         let mut actions = Vec::new();
         for (merge_result, mut merged) in merges {
             if let Some(i) = merged.iter().position(|w| *w == new) {
                 merged.remove(i);
                 result = merge_result.clone();
+                merged_new = true;
             }
             let Some(first) = merged.first() else {
                 continue;
@@ -269,7 +296,10 @@ where
                 });
             }
         }
-        if result == new {
+        // Only a window that merged with nothing is its own state window (Flink's
+        // `mergedNewWindow`): a merge whose result equals the new window (it covers the old
+        // ones, with per-record gaps) keeps the old state window.
+        if !merged_new {
             put(mapping, result.clone(), result.clone());
         }
         (result, actions)
@@ -331,6 +361,25 @@ where
         out: &mut dyn Output<R>,
     ) -> Result<()> {
         self.store.set_current_key(key);
+        if let Some(fs) = &self.fast_sessions {
+            // Fire the session `w` if it is still open as it is (a session that grew since has
+            // a later timer).
+            let agg = fs.agg.clone();
+            let mut found = None;
+            let now_empty = fs.sessions.mutate(&mut self.store, Vec::new, |open| {
+                if let Some(i) = open.iter().position(|(s, _)| *s == w) {
+                    found = Some(open.swap_remove(i).1);
+                }
+                open.is_empty()
+            });
+            if now_empty {
+                fs.sessions.clear(&mut self.store);
+            }
+            return match found {
+                Some(acc) => self.emit_result(&w, agg.get_result(&acc), ctx, out),
+                None => Ok(()),
+            };
+        }
         if self.fast {
             // The window's only timer: its end, which is also its cleanup time.
             return match self.contents.take_result_in(&mut self.store, &w) {
@@ -370,6 +419,109 @@ where
         }
         if merging {
             self.persist(mapping);
+        }
+        Ok(())
+    }
+
+    /// `process` for session windows with a trigger that fires only at the window's end and no
+    /// lateness: the record's window absorbs every open session it overlaps or touches
+    /// (transitively), as Flink's `MergingWindowSet` would merge them; a session whose bounds
+    /// changed gets a timer at its new end (the old one, when it fires, finds nothing).
+    fn process_sessions_fast(&mut self, rec: Record<T>, ctx: &mut OperatorContext) -> Result<()> {
+        let event = self.is_event_time();
+        let wm = ctx.watermark;
+        let now = if event { 0 } else { ctx.clock.now_ms() };
+        let mut windows = std::mem::take(&mut self.windows);
+        windows.clear();
+        if let Err(e) = self.assigner.assign(&rec.value, rec.ts, now, &mut windows) {
+            return Err(ctx.record_error(e));
+        }
+        let key = (self.key)(&rec.value);
+        self.store.set_current_key(key);
+        let fs = self.fast_sessions.as_ref().expect("fast sessions");
+        let agg = fs.agg.clone();
+        let mut added = false;
+        let mut new_timers: Vec<A::W> = Vec::new();
+        let mut value = Some(rec.value);
+        let last = windows.len().saturating_sub(1);
+        for (i, w) in windows.drain(..).enumerate() {
+            let mut cover = w;
+            let late = &|c: &A::W| event && c.max_timestamp() <= wm;
+            let value = &mut value;
+            fs.sessions.mutate(&mut self.store, Vec::new, |open| {
+                // Absorb every open session the growing cover meets.
+                let mut acc: Option<ACC> = None;
+                let mut unchanged = false;
+                loop {
+                    let Some(j) = open
+                        .iter()
+                        .position(|(s, _)| cover.merge_cover(s).is_some())
+                    else {
+                        break;
+                    };
+                    let (s, a) = open.swap_remove(j);
+                    let merged = cover.merge_cover(&s).expect("they meet");
+                    unchanged = merged == s && acc.is_none();
+                    cover = merged;
+                    match &mut acc {
+                        None => acc = Some(a),
+                        Some(m) => {
+                            agg.merge(m, a);
+                            unchanged = false;
+                        }
+                    }
+                }
+                if late(&cover) {
+                    // Only when it met no open session (those are not late): drop the record.
+                    if let Some(a) = acc {
+                        open.push((cover, a));
+                    }
+                    return;
+                }
+                let mut a = acc.unwrap_or_else(|| agg.create_accumulator());
+                let v = if i == last {
+                    value.take()
+                } else {
+                    value.clone()
+                };
+                agg.add(&mut a, v.expect("the record is added once per window"));
+                added = true;
+                if !unchanged {
+                    new_timers.push(cover.clone());
+                }
+                open.push((cover, a));
+            });
+        }
+        self.windows = windows;
+        if !new_timers.is_empty() {
+            let k = self.store.current_key().unwrap().clone();
+            for w in new_timers {
+                let t = w.max_timestamp();
+                if event {
+                    self.timers.event.register_unique(t, k.clone(), w);
+                } else {
+                    self.timers.processing.register_unique(t, k.clone(), w);
+                }
+            }
+        }
+        if !added {
+            // An empty entry may have been created: remove it.
+            if fs
+                .sessions
+                .mutate(&mut self.store, Vec::new, |open| open.is_empty())
+            {
+                fs.sessions.clear(&mut self.store);
+            }
+            if event && rec.ts <= wm {
+                let rec = Record {
+                    ts: rec.ts,
+                    value: value.expect("not added"),
+                };
+                match &self.late_tag {
+                    Some(tag) => ctx.side_outputs.emit(tag, rec)?,
+                    None => self.late_dropped.inc(),
+                }
+            }
         }
         Ok(())
     }
@@ -469,6 +621,9 @@ where
     ) -> Result<()> {
         if self.fast {
             return self.process_fast(rec, ctx);
+        }
+        if self.fast_sessions.is_some() {
+            return self.process_sessions_fast(rec, ctx);
         }
         let key = (self.key)(&rec.value);
         self.store.set_current_key(key);
