@@ -452,13 +452,10 @@ where
                 // Absorb every open session the growing cover meets.
                 let mut acc: Option<ACC> = None;
                 let mut unchanged = false;
-                loop {
-                    let Some(j) = open
-                        .iter()
-                        .position(|(s, _)| cover.merge_cover(s).is_some())
-                    else {
-                        break;
-                    };
+                while let Some(j) = open
+                    .iter()
+                    .position(|(s, _)| cover.merge_cover(s).is_some())
+                {
                     let (s, a) = open.swap_remove(j);
                     let merged = cover.merge_cover(&s).expect("they meet");
                     unchanged = merged == s && acc.is_none();
