@@ -3,16 +3,21 @@
 //! ```text
 //! chk-0000000042/
 //!   <uid>/<subtask>.state     postcard(OperatorSnapshot), one per operator subtask with state
+//!   <uid>/<subtask>/<name>    private files of a native snapshot (RocksDB's MANIFEST, OPTIONS)
 //!   _manifest                 JSON, written last: operators, parallelism, files, checksums
+//! shared/<uid>/<instance>-<name>
+//!                             immutable files of native snapshots (SST files), uploaded once
+//!                             and used by every checkpoint whose manifest lists them
 //! ```
 //!
-//! A checkpoint directory without a manifest is incomplete and ignored; a file whose length or
-//! xxh3 does not match the manifest makes the checkpoint corrupted, and loading falls back to the
-//! previous retained one.
+//! A checkpoint directory without a manifest is incomplete and ignored; a file (state, private
+//! or shared) that is missing or whose length or xxh3 does not match the manifest makes the
+//! checkpoint corrupted, and loading falls back to the previous retained one. A shared file is
+//! deleted once no retained checkpoint or savepoint lists it (reference counting by manifest).
 use super::storage::CheckpointStorage;
-use super::{OperatorSnapshot, RestoredState, SubtaskId};
+use super::{NativeSnapshot, OperatorSnapshot, RestoredState, SubtaskId};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use weir_types::keygroup::key_group_range;
 use weir_types::{Result, WeirError};
 
@@ -36,6 +41,10 @@ pub struct OperatorEntry {
     pub parallelism: usize,
     /// Its state files.
     pub files: Vec<FileEntry>,
+    /// The files of its native snapshots that this checkpoint uses: its own private ones and
+    /// shared ones (`shared/…`), which may have been uploaded by earlier checkpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub native_files: Vec<FileEntry>,
 }
 
 /// The manifest: the checkpoint exists once it is written.
@@ -52,6 +61,95 @@ pub struct Manifest {
     /// Whether it is a savepoint (kept until deleted by hand).
     #[serde(default)]
     pub savepoint: bool,
+    /// Bytes this checkpoint wrote to storage: its state files, private files and the shared
+    /// files no earlier checkpoint had uploaded.
+    #[serde(default)]
+    pub uploaded_bytes: u64,
+}
+
+impl Manifest {
+    /// Bytes of every file the checkpoint uses (its full size, shared files included).
+    pub fn total_bytes(&self) -> u64 {
+        self.operators
+            .values()
+            .flat_map(|o| o.files.iter().chain(&o.native_files))
+            .map(|f| f.bytes)
+            .sum()
+    }
+
+    /// Paths of the shared files it uses.
+    pub fn shared_paths(&self) -> impl Iterator<Item = &str> {
+        self.operators
+            .values()
+            .flat_map(|o| o.native_files.iter())
+            .map(|f| f.path.as_str())
+            .filter(|p| p.starts_with(SHARED_DIR))
+    }
+}
+
+/// Where shared files of native snapshots live, under the storage root.
+pub const SHARED_DIR: &str = "shared/";
+
+/// Shared files that a coordinator uploaded, by (store instance, file name): later
+/// checkpoints reference them instead of uploading them again.
+#[derive(Debug, Default)]
+pub struct Uploads {
+    files: HashMap<(String, String), FileEntry>,
+}
+
+/// Fills in where each file of `n` is in storage, uploading what is not there yet: shared
+/// files once (then referenced), private files into checkpoint directory `dir`. Returns the
+/// bytes written.
+fn upload_native(
+    storage: &dyn CheckpointStorage,
+    dir: &str,
+    sid: &SubtaskId,
+    n: &mut NativeSnapshot,
+    uploads: &Uploads,
+    used: &mut Uploads,
+) -> Result<u64> {
+    let mut written = 0;
+    for f in &mut n.files {
+        let key = (n.instance.clone(), f.name.clone());
+        if f.path.is_some() {
+            // Restored from storage and unchanged since: already there.
+        } else if let Some(u) = uploads.files.get(&key).filter(|_| f.shared) {
+            f.path = Some(u.path.clone());
+            f.bytes = u.bytes;
+            f.xxh3 = u.xxh3;
+        } else {
+            let local = n.local_dir.as_deref().ok_or_else(|| {
+                WeirError::Internal(format!(
+                    "native snapshot of {}#{}: file {} is neither uploaded nor local",
+                    sid.uid, sid.subtask, f.name
+                ))
+            })?;
+            let path = if f.shared {
+                format!("{SHARED_DIR}{}/{}-{}", safe(&sid.uid), n.instance, f.name)
+            } else {
+                format!("{dir}/{}/{}/{}", safe(&sid.uid), sid.subtask, f.name)
+            };
+            let (bytes, xxh3) =
+                storage.put_file(&path, &std::path::Path::new(local).join(&f.name))?;
+            written += bytes;
+            f.path = Some(path);
+            f.bytes = bytes;
+            f.xxh3 = xxh3;
+        }
+        if f.shared {
+            used.files.insert(
+                key,
+                FileEntry {
+                    subtask: sid.subtask,
+                    path: f.path.clone().expect("set above"),
+                    bytes: f.bytes,
+                    xxh3: f.xxh3,
+                },
+            );
+        }
+    }
+    n.local_dir = None;
+    Ok(written)
 }
 
 /// The directory name of checkpoint `id`.
@@ -71,7 +169,10 @@ fn safe(uid: &str) -> String {
         .collect()
 }
 
-/// Writes checkpoint `id`'s state files, then its manifest, under `dir`.
+/// Writes checkpoint `id`'s state files (uploading native snapshots' files not in `uploads`
+/// yet), then its manifest, under `dir`. `uploads` then holds the shared files this checkpoint
+/// uses.
+#[allow(clippy::too_many_arguments)]
 pub fn write_checkpoint(
     storage: &dyn CheckpointStorage,
     dir: &str,
@@ -81,6 +182,7 @@ pub fn write_checkpoint(
     parallelism: &BTreeMap<String, usize>,
     snapshots: &BTreeMap<SubtaskId, OperatorSnapshot>,
     savepoint: bool,
+    uploads: &mut Uploads,
 ) -> Result<Manifest> {
     let mut operators: BTreeMap<String, OperatorEntry> = parallelism
         .iter()
@@ -89,29 +191,43 @@ pub fn write_checkpoint(
                 u.clone(),
                 OperatorEntry {
                     parallelism: *p,
-                    files: Vec::new(),
+                    ..Default::default()
                 },
             )
         })
         .collect();
+    let mut uploaded_bytes = 0;
+    let mut used = Uploads::default();
     for (sid, snap) in snapshots {
-        if snap.keyed.is_empty() && snap.operator.is_empty() && snap.pending_commit.is_empty() {
+        let mut written = snap.clone();
+        // Deferred serialization: the coordinator has run it already (its asynchronous part).
+        written.resolve();
+        if written.is_empty() {
             continue;
         }
-        let bytes = postcard::to_allocvec(snap)
+        if let Some(n) = written.native.as_mut() {
+            uploaded_bytes += upload_native(storage, dir, sid, n, uploads, &mut used)?;
+        }
+        let entry = operators.entry(sid.uid.clone()).or_default();
+        for f in written.native.iter().flat_map(|n| &n.files) {
+            entry.native_files.push(FileEntry {
+                subtask: sid.subtask,
+                path: f.path.clone().expect("uploaded"),
+                bytes: f.bytes,
+                xxh3: f.xxh3,
+            });
+        }
+        let bytes = postcard::to_allocvec(&written)
             .map_err(|e| WeirError::Internal(format!("encoding a snapshot: {e}")))?;
         let path = format!("{dir}/{}/{}.state", safe(&sid.uid), sid.subtask);
         storage.put(&path, &bytes)?;
-        operators
-            .entry(sid.uid.clone())
-            .or_default()
-            .files
-            .push(FileEntry {
-                subtask: sid.subtask,
-                path,
-                bytes: bytes.len() as u64,
-                xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
-            });
+        uploaded_bytes += bytes.len() as u64;
+        entry.files.push(FileEntry {
+            subtask: sid.subtask,
+            path,
+            bytes: bytes.len() as u64,
+            xxh3: xxhash_rust::xxh3::xxh3_64(&bytes),
+        });
     }
     let manifest = Manifest {
         id,
@@ -119,6 +235,7 @@ pub fn write_checkpoint(
         max_parallelism,
         operators,
         savepoint,
+        uploaded_bytes,
     };
     let mut json =
         serde_json::to_vec_pretty(&manifest).map_err(|e| WeirError::Internal(e.to_string()))?;
@@ -126,6 +243,13 @@ pub fn write_checkpoint(
     let sum = xxhash_rust::xxh3::xxh3_64(&json);
     json.extend_from_slice(format!("\nxxh3:{sum:016x}\n").as_bytes());
     storage.put(&format!("{dir}/_manifest"), &json)?;
+    if savepoint {
+        // A savepoint is canonical but for finished tasks: the latest checkpoint's shared files
+        // stay in use (and retained) for the next one.
+        uploads.files.extend(used.files);
+    } else {
+        *uploads = used;
+    }
     Ok(manifest)
 }
 
@@ -185,6 +309,15 @@ impl LoadedCheckpoint {
                     .filter(|(kg, _)| range.contains(&(*kg as usize)))
                     .cloned(),
             );
+            out.native.extend(
+                snap.native
+                    .iter()
+                    .filter(|n| {
+                        (n.key_groups.0 as usize) < range.end
+                            && range.start < n.key_groups.1 as usize
+                    })
+                    .cloned(),
+            );
             out.operator.extend(snap.operator.iter().cloned());
         }
         out.keyed.sort_by_key(|(kg, _)| *kg);
@@ -224,7 +357,7 @@ pub fn load_checkpoint(storage: &dyn CheckpointStorage, dir: &str) -> Result<Loa
                     bytes.len()
                 )));
             }
-            let snap: OperatorSnapshot = postcard::from_bytes(&bytes)
+            let snap = OperatorSnapshot::decode(&bytes)
                 .map_err(|e| WeirError::Config(format!("checkpoint {dir}: {}: {e}", f.path)))?;
             snapshots.insert(
                 SubtaskId {
@@ -233,6 +366,24 @@ pub fn load_checkpoint(storage: &dyn CheckpointStorage, dir: &str) -> Result<Loa
                 },
                 snap,
             );
+        }
+    }
+    // Native files (shared ones included): present and intact, read in full (streamed).
+    for f in manifest.operators.values().flat_map(|o| &o.native_files) {
+        match storage.checksum(&f.path) {
+            Ok((bytes, xxh3)) if bytes == f.bytes && xxh3 == f.xxh3 => {}
+            Ok((bytes, _)) => {
+                return Err(WeirError::Config(format!(
+                    "checkpoint {dir} is corrupted: {} has {bytes} bytes and a checksum that do not match the manifest",
+                    f.path
+                )))
+            }
+            Err(e) => {
+                return Err(WeirError::Config(format!(
+                    "checkpoint {dir} is corrupted: {} is missing or unreadable: {e}",
+                    f.path
+                )))
+            }
         }
     }
     Ok(LoadedCheckpoint {
@@ -286,27 +437,54 @@ pub fn load_latest_where(
 }
 
 /// Deletes complete checkpoints beyond the newest `retained` (savepoints are kept), and
-/// incomplete ones older than the newest complete one.
-pub fn retain(storage: &dyn CheckpointStorage, retained: usize) -> Result<()> {
+/// incomplete ones older than the newest complete one; then the shared files that no remaining
+/// checkpoint or savepoint lists. Returns the shared files deleted.
+///
+/// Only the coordinator calls it, between checkpoints: no upload is in progress then.
+pub fn retain(storage: &dyn CheckpointStorage, retained: usize) -> Result<usize> {
     let mut complete = 0;
+    let mut referenced: HashSet<String> = HashSet::new();
     for dir in list_checkpoints(storage)? {
         let manifest = storage
             .get(&format!("{dir}/_manifest"))
             .ok()
             .and_then(|m| parse_manifest(&m).ok());
         match manifest {
-            Some(m) if m.savepoint => {}
-            Some(_) => {
+            Some(m) if m.savepoint => referenced.extend(m.shared_paths().map(String::from)),
+            Some(m) => {
                 complete += 1;
                 if complete > retained.max(1) {
                     storage.delete_prefix(&dir)?;
+                } else {
+                    referenced.extend(m.shared_paths().map(String::from));
                 }
             }
             None if complete > 0 => storage.delete_prefix(&dir)?,
             None => {}
         }
     }
-    Ok(())
+    for dir in storage.list("")? {
+        if dir.starts_with("savepoint-") {
+            if let Some(m) = storage
+                .get(&format!("{dir}/_manifest"))
+                .ok()
+                .and_then(|m| parse_manifest(&m).ok())
+            {
+                referenced.extend(m.shared_paths().map(String::from));
+            }
+        }
+    }
+    let mut deleted = 0;
+    for owner in storage.list(SHARED_DIR.trim_end_matches('/'))? {
+        for name in storage.list(&format!("{SHARED_DIR}{owner}"))? {
+            let path = format!("{SHARED_DIR}{owner}/{name}");
+            if !referenced.contains(&path) {
+                storage.delete(&path)?;
+                deleted += 1;
+            }
+        }
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]
@@ -331,8 +509,30 @@ mod tests {
                 ..Default::default()
             },
         );
-        write_checkpoint(&st, &checkpoint_dir(1), 1, 10, 128, &p, &snaps, false).unwrap();
-        write_checkpoint(&st, &checkpoint_dir(2), 2, 20, 128, &p, &snaps, false).unwrap();
+        write_checkpoint(
+            &st,
+            &checkpoint_dir(1),
+            1,
+            10,
+            128,
+            &p,
+            &snaps,
+            false,
+            &mut Uploads::default(),
+        )
+        .unwrap();
+        write_checkpoint(
+            &st,
+            &checkpoint_dir(2),
+            2,
+            20,
+            128,
+            &p,
+            &snaps,
+            false,
+            &mut Uploads::default(),
+        )
+        .unwrap();
         assert_eq!(load_latest(&st).unwrap().unwrap().manifest.id, 2);
         // Flip a digit of a field no file checksum covers: the manifest's own checksum catches it.
         let path = dir.join(checkpoint_dir(2)).join("_manifest");
