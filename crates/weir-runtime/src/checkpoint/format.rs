@@ -491,6 +491,7 @@ pub fn retain(storage: &dyn CheckpointStorage, retained: usize) -> Result<usize>
 mod tests {
     use super::*;
     use crate::checkpoint::storage::LocalStorage;
+    use weir_state::native::NativeFile;
 
     #[test]
     fn a_damaged_manifest_is_detected_and_skipped() {
@@ -550,5 +551,133 @@ mod tests {
             "falls back to the previous one"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A native snapshot of files `names` (each `len` bytes of `fill`) in a fresh local dir.
+    fn native(dir: &std::path::Path, names: &[(&str, u8)]) -> NativeSnapshot {
+        let local = dir.join(format!("local-{}", names.len()));
+        std::fs::create_dir_all(&local).unwrap();
+        let mut files = Vec::new();
+        for (n, fill) in names {
+            std::fs::write(local.join(n), vec![*fill; 1000]).unwrap();
+            files.push(NativeFile {
+                name: n.to_string(),
+                shared: n.ends_with(".sst"),
+                bytes: 1000,
+                path: None,
+                xxh3: 0,
+            });
+        }
+        NativeSnapshot {
+            format: "test".into(),
+            instance: "i1".into(),
+            key_groups: (0, 128),
+            max_parallelism: 128,
+            tables: vec![],
+            files,
+            local_dir: Some(local.to_string_lossy().into_owned()),
+        }
+    }
+
+    fn write(
+        s: &LocalStorage,
+        id: u64,
+        n: NativeSnapshot,
+        uploads: &mut Uploads,
+    ) -> Result<Manifest> {
+        let snaps = BTreeMap::from([(
+            SubtaskId {
+                uid: "op".into(),
+                subtask: 0,
+            },
+            OperatorSnapshot {
+                native: Some(n),
+                ..Default::default()
+            },
+        )]);
+        let p = BTreeMap::from([("op".to_string(), 1)]);
+        write_checkpoint(
+            s,
+            &checkpoint_dir(id),
+            id,
+            0,
+            128,
+            &p,
+            &snaps,
+            false,
+            uploads,
+        )
+    }
+
+    #[test]
+    fn shared_files_are_uploaded_once_and_deleted_when_no_checkpoint_uses_them() {
+        let root = tempfile_dir("shared");
+        let s = LocalStorage::new(root.join("chk")).unwrap();
+        let mut up = Uploads::default();
+        let m1 = write(
+            &s,
+            1,
+            native(&root, &[("1.sst", 1), ("2.sst", 2), ("MANIFEST", 9)]),
+            &mut up,
+        )
+        .unwrap();
+        assert_eq!(m1.total_bytes(), 3000 + m1.operators["op"].files[0].bytes);
+        assert!(
+            m1.uploaded_bytes > 3000,
+            "all three files and the state file"
+        );
+        // 1.sst was compacted away; 2.sst is still used; 3.sst is new.
+        let m2 = write(
+            &s,
+            2,
+            native(&root, &[("2.sst", 2), ("3.sst", 3), ("MANIFEST", 8)]),
+            &mut up,
+        )
+        .unwrap();
+        let state_file = m2.operators["op"].files[0].bytes;
+        assert_eq!(
+            m2.uploaded_bytes,
+            2000 + state_file,
+            "3.sst and the private file only"
+        );
+        let used2: Vec<&str> = m2.shared_paths().collect();
+        assert_eq!(used2.len(), 2);
+        assert!(used2.iter().any(|p| p.ends_with("i1-2.sst")));
+        // Both retained: nothing deleted. One retained: 1.sst goes with checkpoint 1.
+        assert_eq!(retain(&s, 2).unwrap(), 0);
+        assert_eq!(retain(&s, 1).unwrap(), 1);
+        assert!(s.get("shared/op/i1-1.sst").is_err());
+        assert!(s.get("shared/op/i1-2.sst").is_ok());
+        let loaded = load_checkpoint(&s, &checkpoint_dir(2)).unwrap();
+        let n = loaded
+            .snapshots
+            .values()
+            .next()
+            .unwrap()
+            .native
+            .clone()
+            .unwrap();
+        assert!(n.local_dir.is_none() && n.files.iter().all(|f| f.path.is_some()));
+        // An orphan (an upload whose checkpoint never completed) is deleted too.
+        s.put("shared/op/orphan.sst", b"x").unwrap();
+        assert_eq!(retain(&s, 1).unwrap(), 1);
+        // A damaged shared file makes its checkpoint corrupted.
+        s.put("shared/op/i1-3.sst", &[0u8; 1000]).unwrap();
+        let err = load_checkpoint(&s, &checkpoint_dir(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("corrupted") && err.contains("i1-3.sst"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("weir-format-test-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
     }
 }
