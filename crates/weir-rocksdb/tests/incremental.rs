@@ -15,7 +15,7 @@ const MAX_P: usize = 128;
 
 /// 100 incompressible bytes for key `k` in version `v`.
 fn value(k: u64, v: u64) -> Vec<u8> {
-    let mut x = k.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ v.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut x = (k.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ v.wrapping_mul(0xD1B5_4A32_D192_ED03)) | 1;
     (0..100)
         .map(|_| {
             x ^= x << 13;
