@@ -45,7 +45,13 @@ impl DiskKv {
             .join(format!("{}-{subtask}-{instance}", safe(uid))))
     }
 
-    fn with_db(shared: Arc<Shared>, db: DB, dir: PathBuf, instance: String) -> Self {
+    fn with_db(
+        shared: Arc<Shared>,
+        db: DB,
+        dir: PathBuf,
+        instance: String,
+        existing: Vec<String>,
+    ) -> Self {
         let mut write = WriteOptions::default();
         write.disable_wal(true);
         let cf_options = shared.options();
@@ -60,7 +66,6 @@ impl DiskKv {
             write,
             cf_options,
         };
-        let existing: Vec<String> = DB::list_cf(&Options::default(), &kv.dir).unwrap_or_default();
         for name in existing.into_iter().filter(|n| n != "default") {
             kv.ids.insert(name.clone(), kv.names.len() as u32);
             kv.names.push(name);
@@ -75,7 +80,7 @@ impl DiskKv {
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let db = DB::open(&shared.options(), &dir)
             .map_err(|e| format!("opening RocksDB in {}: {e}", dir.display()))?;
-        Ok(Self::with_db(shared, db, dir, instance))
+        Ok(Self::with_db(shared, db, dir, instance, Vec::new()))
     }
 
     /// An instance made from a native snapshot's files (fetched and checked).
@@ -103,7 +108,7 @@ impl DiskKv {
             .map_err(|e| format!("reading the restored RocksDB in {}: {e}", dir.display()))?;
         let db = DB::open_cf_with_opts(&opts, &dir, cfs.iter().map(|n| (n, opts.clone())))
             .map_err(|e| format!("opening the restored RocksDB in {}: {e}", dir.display()))?;
-        let mut kv = Self::with_db(shared, db, dir, instance);
+        let mut kv = Self::with_db(shared, db, dir, instance, cfs);
         kv.known = snap
             .files
             .iter()

@@ -122,7 +122,6 @@ impl Shared {
         o.set_max_manifest_file_size(1 << 20);
         o.set_keep_log_file_num(2);
         o.set_max_log_file_size(1 << 20);
-        o.set_avoid_flush_during_shutdown(true);
         o
     }
 }
