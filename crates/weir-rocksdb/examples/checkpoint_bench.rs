@@ -93,9 +93,8 @@ fn main() {
         let _ = std::fs::remove_dir_all(&chk);
         let storage = LocalStorage::new(&chk).unwrap();
         let mut s: KeyedStateStore<u64> =
-            KeyedStateStore::new(&*backend, Arc::new(ManualClock::new(0))).with_scope(
-                "op", 0, 1, 128,
-            );
+            KeyedStateStore::new(&*backend, Arc::new(ManualClock::new(0)))
+                .with_scope("op", 0, 1, 128);
         let v: ValueState<Vec<u8>> = ValueState::register(&mut s, "v").unwrap();
         let t = Instant::now();
         for k in 0..a.keys {
