@@ -96,7 +96,7 @@ fn check_values(s: &mut KeyedStateStore<u64>, keys: impl Iterator<Item = u64>) -
     let mut n = 0;
     for k in keys {
         s.set_current_key(k);
-        let want = value(k, u64::from(k % 100 == 0));
+        let want = value(k, u64::from(k.is_multiple_of(100)));
         assert_eq!(v.get(s), Some(want), "key {k}");
         n += 1;
     }

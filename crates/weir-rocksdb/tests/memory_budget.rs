@@ -33,7 +33,7 @@ impl KeyedProcessFunction<u64, (u64, Vec<u8>), u64> for Keep {
         out: &mut Collector<'_, u64>,
     ) -> FnResult {
         self.v.set(ctx, e.1);
-        if e.0 % 10_000 == 0 {
+        if e.0.is_multiple_of(10_000) {
             out.collect(e.0);
         }
         Ok(())
