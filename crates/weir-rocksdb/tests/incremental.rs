@@ -32,7 +32,7 @@ fn store(backend: &dyn StateBackend, subtask: usize, p: usize) -> KeyedStateStor
 
 /// Takes checkpoint `id` of `s` (subtask 0 of 1) and writes it as the coordinator would.
 fn checkpoint(
-    s: &KeyedStateStore<u64>,
+    s: &mut KeyedStateStore<u64>,
     id: u64,
     storage: &LocalStorage,
     uploads: &mut Uploads,
@@ -47,7 +47,7 @@ fn checkpoint(
             subtask: 0,
         },
         OperatorSnapshot {
-            keyed: snap.keyed,
+            keyed: (snap.deferred)(),
             native: snap.native,
             ..Default::default()
         },
@@ -82,12 +82,12 @@ fn two_checkpoints(
         v.set(&mut s, value(k, 0));
     }
     let mut uploads = Uploads::default();
-    let m1 = checkpoint(&s, 1, storage, &mut uploads);
+    let m1 = checkpoint(&mut s, 1, storage, &mut uploads);
     for k in (0..keys).step_by(100) {
         s.set_current_key(k);
         v.set(&mut s, value(k, 1));
     }
-    let m2 = checkpoint(&s, 2, storage, &mut uploads);
+    let m2 = checkpoint(&mut s, 2, storage, &mut uploads);
     (m1, m2)
 }
 

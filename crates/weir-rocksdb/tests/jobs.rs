@@ -98,6 +98,11 @@ fn job(
     if let Some(r) = rate {
         gen = gen.rate(r);
     }
+    if fail {
+        // No end of input (and so no totals) before the injected failure, however slowly the
+        // keyed operator runs.
+        gen = gen.keep_open();
+    }
     let s = env.source(gen).uid("src");
     let f = Totals {
         fail_once: fail.then(|| Arc::new(AtomicBool::new(true))),
@@ -225,7 +230,9 @@ fn a_disk_checkpoint_is_native_and_restores_natively_at_the_same_parallelism() {
 #[test]
 fn a_disk_checkpoint_restores_into_disk_at_another_parallelism() {
     let work = tempfile::tempdir().unwrap();
+    // Scale out (a new subtask reads parts of two old instances) and in (one subtask reads both).
     fail_then_restore(disk(work.path()), disk(work.path()), 3);
+    fail_then_restore(disk(work.path()), disk(work.path()), 1);
 }
 
 #[test]
@@ -279,4 +286,128 @@ fn the_backend_is_named_disk_on_the_command_line() {
     let b = weir_state::registry::backend_from_spec(&spec, Some(64 << 20)).unwrap();
     assert_eq!(b.name(), "disk");
     let _ = DiskBackend::default();
+}
+
+/// Keeps the latest value per key; emits whether the key had one already.
+#[derive(Clone, Default)]
+struct Latest {
+    v: ValueState<Vec<u8>>,
+}
+
+impl KeyedProcessFunction<u64, (u64, Vec<u8>), bool> for Latest {
+    fn open(&mut self, s: &mut StateRegistry<'_, u64>) -> FnResult {
+        self.v = s.value_state("v")?;
+        Ok(())
+    }
+    fn process_element(
+        &mut self,
+        e: (u64, Vec<u8>),
+        ctx: &mut KeyedContext<'_, u64>,
+        out: &mut Collector<'_, bool>,
+    ) -> FnResult {
+        out.collect(self.v.get(ctx).is_some());
+        self.v.set(ctx, e.1);
+        Ok(())
+    }
+}
+
+/// `count` records `(key, 100 incompressible bytes)`, keys `0, step, 2·step, …`.
+fn keyed_values(count: u64, step: u64) -> Datagen<(u64, Vec<u8>)> {
+    Datagen::new(count, move |id, rng| {
+        let mut v = Vec::with_capacity(104);
+        while v.len() < 100 {
+            v.extend_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        (id * step, v)
+    })
+    .splits(2)
+}
+
+#[test]
+fn a_restored_job_that_changes_one_percent_of_its_keys_uploads_only_the_change() {
+    const KEYS: u64 = 100_000;
+    let dir = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    // The default budget: the state (11 MB) fits in the memtables, so run 1 writes no SST file
+    // before its checkpoint and no compaction runs in either run (which would rewrite files).
+    let backend = || -> Arc<dyn StateBackend> {
+        Arc::new(
+            DiskBackendConfig {
+                dir: Some(work.path().to_path_buf()),
+                ..Default::default()
+            }
+            .build(),
+        )
+    };
+    // Run 1 loads every key; its only checkpoint is the final one (the interval is never
+    // reached), so its state is one flush: every SST file is new and uploaded.
+    let env = StreamEnv::new()
+        .with_parallelism(2)
+        .with_state_backend(backend())
+        .with_checkpointing(dir.path(), Duration::from_secs(3600))
+        .unwrap();
+    let out = CollectSink::new();
+    env.source(keyed_values(KEYS, 1))
+        .uid("load")
+        .key_by(|e: &(u64, Vec<u8>)| e.0)
+        .process(Latest::default())
+        .uid("latest")
+        .sink(out.clone());
+    env.execute("load").unwrap();
+    assert_eq!(out.values().len() as u64, KEYS);
+    let m1 = latest_manifest(dir.path());
+    // Run 2 restores it (natively: same parallelism, same backend) and changes 1% of the keys
+    // (another source: the first one's state is left behind).
+    let env = StreamEnv::new()
+        .with_parallelism(2)
+        .with_state_backend(backend())
+        .with_checkpointing(dir.path(), Duration::from_secs(3600))
+        .unwrap()
+        .with_restore(RestoreFrom::Latest)
+        .allow_non_restored_state();
+    let out = CollectSink::new();
+    env.source(keyed_values(KEYS / 100, 100))
+        .uid("update")
+        .key_by(|e: &(u64, Vec<u8>)| e.0)
+        .process(Latest::default())
+        .uid("latest")
+        .sink(out.clone());
+    let r = env.execute("update").unwrap();
+    assert_eq!(r.restored_from, Some(m1.id));
+    let had = out.values();
+    assert_eq!(had.len() as u64, KEYS / 100);
+    assert!(
+        had.iter().all(|x| *x),
+        "every updated key had its restored value"
+    );
+    let m2 = latest_manifest(dir.path());
+    assert!(m2.id > m1.id);
+    eprintln!(
+        "checkpoint {}: {} bytes, {} uploaded; checkpoint {}: {} bytes, {} uploaded",
+        m1.id,
+        m1.total_bytes(),
+        m1.uploaded_bytes,
+        m2.id,
+        m2.total_bytes(),
+        m2.uploaded_bytes
+    );
+    assert!(
+        m1.uploaded_bytes >= KEYS * 100,
+        "the first checkpoint uploads the whole state"
+    );
+    assert!(
+        m2.total_bytes() >= m1.total_bytes(),
+        "the second checkpoint still holds the whole state"
+    );
+    assert!(
+        m2.uploaded_bytes * 10 < m1.uploaded_bytes,
+        "incremental: the second checkpoint uploads {} bytes, the first {}",
+        m2.uploaded_bytes,
+        m1.uploaded_bytes
+    );
+    // Every file the first checkpoint shared is referenced again, not uploaded again.
+    let shared1: Vec<&str> = m1.shared_paths().collect();
+    let shared2: Vec<&str> = m2.shared_paths().collect();
+    assert!(!shared1.is_empty());
+    assert!(shared1.iter().all(|p| shared2.contains(p)));
 }

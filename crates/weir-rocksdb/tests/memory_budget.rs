@@ -1,5 +1,6 @@
 //! A job whose state is more than 10× the disk backend's memory budget completes, and the
-//! resident memory of its process stays within the budget plus 256 MiB. The job runs in a child
+//! resident memory of its process stays within the budget plus 128 MiB (the same job on the
+//! memory backend peaks above 800 MiB). The job runs in a child
 //! process (this test binary, re-run with `WEIR_RSS_CHILD` set), whose RSS the parent samples
 //! from `/proc/<pid>/status`; the child also reports its own high-water mark (`VmHWM`).
 use std::io::Read;
@@ -10,11 +11,11 @@ use weir::prelude::*;
 use weir_rocksdb::DiskBackendConfig;
 
 const BUDGET: u64 = 16 << 20;
-const OVERHEAD_MAX: u64 = 256 << 20;
+const OVERHEAD_MAX: u64 = 128 << 20;
 const VALUE_BYTES: usize = 1000;
 /// 200 MB of values: 12× the budget.
 const KEYS: u64 = 200_000;
-const TEST: &str = "state_ten_times_the_budget_stays_within_budget_plus_256_mib";
+const TEST: &str = "state_ten_times_the_budget_stays_within_budget_plus_128_mib";
 
 #[derive(Clone, Default)]
 struct Keep {
@@ -91,7 +92,7 @@ fn child(dir: &str) {
 }
 
 #[test]
-fn state_ten_times_the_budget_stays_within_budget_plus_256_mib() {
+fn state_ten_times_the_budget_stays_within_budget_plus_128_mib() {
     if let Ok(dir) = std::env::var("WEIR_RSS_CHILD") {
         child(&dir);
         return;
@@ -147,7 +148,7 @@ fn state_ten_times_the_budget_stays_within_budget_plus_256_mib() {
     assert!(state >= 10 * BUDGET, "state {state} is not 10× the budget");
     assert!(
         peak <= BUDGET + OVERHEAD_MAX,
-        "peak RSS {} MiB over the budget {} MiB + 256 MiB",
+        "peak RSS {} MiB over the budget {} MiB + 128 MiB",
         peak >> 20,
         BUDGET >> 20
     );

@@ -673,6 +673,75 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    #[test]
+    fn a_savepoint_keeps_the_shared_files_it_lists() {
+        let root = tempfile_dir("savepoint");
+        let s = LocalStorage::new(root.join("chk")).unwrap();
+        let mut up = Uploads::default();
+        write(&s, 1, native(&root, &[("1.sst", 1), ("M", 9)]), &mut up).unwrap();
+        // A drained savepoint (finished tasks' final snapshots are native) uses 1.sst too.
+        let snaps = BTreeMap::from([(
+            SubtaskId {
+                uid: "op".into(),
+                subtask: 0,
+            },
+            OperatorSnapshot {
+                native: Some(native(&root, &[("1.sst", 1), ("M", 9)])),
+                ..Default::default()
+            },
+        )]);
+        let p = BTreeMap::from([("op".to_string(), 1)]);
+        let sp = "savepoint-0000000002";
+        let m = write_checkpoint(&s, sp, 2, 0, 128, &p, &snaps, true, &mut up).unwrap();
+        assert_eq!(m.shared_paths().collect::<Vec<_>>(), ["shared/op/i1-1.sst"]);
+        // Checkpoint 3 no longer uses 1.sst, and checkpoint 1 is deleted: the savepoint keeps it.
+        write(&s, 3, native(&root, &[("2.sst", 2), ("M", 8)]), &mut up).unwrap();
+        assert_eq!(retain(&s, 1).unwrap(), 0);
+        assert!(s.get(&format!("{}/_manifest", checkpoint_dir(1))).is_err());
+        assert!(s.get("shared/op/i1-1.sst").is_ok());
+        load_checkpoint(&s, sp).unwrap();
+        // Once the savepoint is deleted by hand, so is the file.
+        s.delete_prefix(sp).unwrap();
+        assert_eq!(retain(&s, 1).unwrap(), 1);
+        assert!(s.get("shared/op/i1-1.sst").is_err());
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn deferred_state_is_serialized_when_the_checkpoint_is_written() {
+        let root = tempfile_dir("deferred");
+        let s = LocalStorage::new(&root).unwrap();
+        let snaps = BTreeMap::from([(
+            SubtaskId {
+                uid: "op".into(),
+                subtask: 0,
+            },
+            OperatorSnapshot {
+                keyed: vec![(7, vec![7])],
+                deferred: crate::checkpoint::Deferred::new(Box::new(|| vec![(3, vec![1, 2])])),
+                ..Default::default()
+            },
+        )]);
+        let p = BTreeMap::from([("op".to_string(), 1)]);
+        let dir = checkpoint_dir(1);
+        write_checkpoint(
+            &s,
+            &dir,
+            1,
+            0,
+            128,
+            &p,
+            &snaps,
+            false,
+            &mut Uploads::default(),
+        )
+        .unwrap();
+        let loaded = load_checkpoint(&s, &dir).unwrap();
+        let snap = loaded.snapshots.values().next().unwrap();
+        assert_eq!(snap.keyed, vec![(3, vec![1, 2]), (7, vec![7])]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     fn tempfile_dir(name: &str) -> std::path::PathBuf {
         let d =
             std::env::temp_dir().join(format!("weir-format-test-{name}-{}", std::process::id()));
