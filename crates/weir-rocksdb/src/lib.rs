@@ -55,7 +55,7 @@ pub struct DiskBackendConfig {
     /// temporary directory). Directories left by processes that no longer run are deleted.
     pub dir: Option<PathBuf>,
     /// Memory for the shared block cache, which also accounts for the memtables (half of it at
-    /// most, through the write-buffer manager).
+    /// most, through the write-buffer manager). At least 8 MiB is used.
     pub memory_budget_bytes: u64,
 }
 

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use weir::prelude::*;
 use weir_rocksdb::DiskBackendConfig;
 
-const BUDGET: u64 = 16 << 20;
+/// The smallest budget the backend takes.
+const BUDGET: u64 = 8 << 20;
 const OVERHEAD_MAX: u64 = 128 << 20;
 const VALUE_BYTES: usize = 1000;
-/// 200 MB of values: 12× the budget.
-const KEYS: u64 = 200_000;
+/// 100 MB of values: 12× the budget.
+const KEYS: u64 = 100_000;
 const TEST: &str = "state_ten_times_the_budget_stays_within_budget_plus_128_mib";
 
 #[derive(Clone, Default)]
