@@ -5,7 +5,7 @@
 //!
 //!     chaos_counter --events N --keys K --rate EVENTS_PER_S --output DIR
 //!                   --checkpoint-dir C --checkpoint-interval 500ms [--restore latest]
-//!                   [--parallelism P] [--state-backend memory]
+//!                   [--parallelism P] [--state-backend memory|disk[:DIR]] [--state-memory 64MiB]
 use clap::Parser;
 use std::path::PathBuf;
 use weir::prelude::*;
@@ -70,6 +70,7 @@ impl KeyedProcessFunction<u64, BenchEvent, (u64, u64, u64)> for Count {
 
 fn main() -> anyhow::Result<()> {
     weir::init_logging();
+    weir_rocksdb::register(); // --state-backend disk
     let cli = Cli::parse();
     let env = StreamEnv::from_options(cli.weir)?;
     let mut gen = Datagen::bench(cli.events, cli.keys);

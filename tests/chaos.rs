@@ -1,6 +1,7 @@
 //! `scripts/chaos` against the example `chaos_counter`: SIGKILL it at random moments, restart it
 //! with `--restore latest`, and check that the committed output holds every event exactly once
-//! with exact per-key counts. Small enough for CI (5 kills, under a minute on a debug build).
+//! with exact per-key counts, on the memory and the disk state backend. Small enough for CI (5
+//! kills each, under a minute on a debug build).
 //!
 //! Needs `python3` and the example binary (`cargo build --examples`, or `cargo test`, which
 //! builds the examples before running the tests).
@@ -27,8 +28,8 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
-#[test]
-fn chaos_counter_survives_kill_9_exactly_once() {
+/// Runs `scripts/chaos` with 5 kills on `state_backend` and checks exactly-once output.
+fn survives_kill_9_exactly_once(state_backend: &str) {
     let kills = 5;
     let work = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (work.path().join("stdout"), work.path().join("stderr"));
@@ -42,6 +43,7 @@ fn chaos_counter_survives_kill_9_exactly_once() {
         .args(["--events", "50000", "--keys", "100", "--rate", "10000"])
         .args(["--parallelism", "2", "--interval", "100ms"])
         .args(["--min-ms", "150", "--max-ms", "800", "--seed", "7"])
+        .args(["--state-backend", state_backend, "--keep"])
         .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
         .spawn()
@@ -86,4 +88,42 @@ fn chaos_counter_survives_kill_9_exactly_once() {
         &[0, 0, 0],
         "lost, duplicated, wrong counts: {stdout}\n{stderr}"
     );
+    let kept = PathBuf::from(
+        stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("work dir: "))
+            .unwrap_or_else(|| panic!("no work dir in {stderr}")),
+    );
+    if state_backend == "disk" {
+        // The checkpoints were native, and no working files are left: each run deleted what
+        // the killed one before it left, and the last deleted its own.
+        let chk = kept.join("chk");
+        let mut dirs: Vec<String> = std::fs::read_dir(&chk)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("chk-"))
+            .collect();
+        dirs.sort();
+        let newest = dirs.last().expect("a checkpoint");
+        let manifest = std::fs::read_to_string(chk.join(newest).join("_manifest")).unwrap();
+        assert!(
+            manifest.contains("\"native_files\"") && manifest.contains("\"shared/"),
+            "not a native checkpoint: {manifest}"
+        );
+        let left: Vec<_> = std::fs::read_dir(kept.join("state")).unwrap().collect();
+        assert!(left.is_empty(), "working files left: {left:?}");
+    }
+    std::fs::remove_dir_all(&kept).unwrap();
+}
+
+#[test]
+fn chaos_counter_survives_kill_9_exactly_once() {
+    survives_kill_9_exactly_once("memory");
+}
+
+/// The same on the disk backend (RocksDB, native incremental checkpoints): each kill leaves a
+/// working directory behind, and each restore opens the latest checkpoint's files.
+#[test]
+fn chaos_counter_on_the_disk_backend_survives_kill_9_exactly_once() {
+    survives_kill_9_exactly_once("disk");
 }

@@ -323,7 +323,10 @@ pub fn execute_with(
     if let Some(r) = &initial {
         // Keyed state is stored by key group: with another number of key groups, keys fall
         // in other groups, and restored state would sit in subtasks that never see its keys.
-        let keyed = r.snapshots.values().any(|s| !s.keyed.is_empty());
+        let keyed = r
+            .snapshots
+            .values()
+            .any(|s| !s.keyed.is_empty() || s.native.is_some());
         if keyed && r.manifest.max_parallelism != cfg.max_parallelism {
             return Err(WeirError::Config(format!(
                 "checkpoint {} holds keyed state in {} key groups (max parallelism), and the job \
@@ -349,6 +352,15 @@ pub fn execute_with(
         None => 0,
     };
     let mut latest_own: Option<LoadedCheckpoint> = None;
+    // However the job ends, the state backend deletes its working files after the last
+    // attempt (every task and the coordinator have stopped by then).
+    struct JobEnd(Arc<dyn weir_state::StateBackend>);
+    impl Drop for JobEnd {
+        fn drop(&mut self) {
+            self.0.job_ended();
+        }
+    }
+    let _job_end = JobEnd(cfg.state_backend.clone());
     let mut tracker = RestartTracker::new(cfg.restart.clone());
     let mut tasks = Vec::new();
     let mut checkpoints_completed = 0;
@@ -592,12 +604,19 @@ fn run_attempt_inner(
                     "checkpoint_alignment_ms",
                 ),
             });
+            let files = cfg
+                .checkpoints
+                .as_ref()
+                .map(|c| crate::checkpoint::storage::StorageFiles(c.storage.clone()));
             let restored: HashMap<NodeId, RestoredState> = match restore {
                 Some(r) => chain
                     .iter()
                     .filter_map(|&n| {
                         r.restore_for(&uids[n], subtask, g.nodes[n].parallelism)
-                            .map(|s| (n, s))
+                            .map(|mut s| {
+                                s.files = files.clone();
+                                (n, s)
+                            })
                     })
                     .collect(),
                 None => HashMap::new(),

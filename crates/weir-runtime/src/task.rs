@@ -143,6 +143,7 @@ fn final_barrier() -> CheckpointBarrier {
     CheckpointBarrier {
         id: FINAL_SNAPSHOT,
         ts_ms: 0,
+        savepoint: false,
     }
 }
 

@@ -4,6 +4,7 @@
 //! Key layout: `[key group: u16 big-endian][postcard(key)][postcard(namespace)]`, so one key
 //! group's entries are contiguous (snapshots and rescaling read ranges of key groups). Value:
 //! `[written_ms: i64 little-endian][postcard(value)]`.
+use crate::native::{FileSource, NativeSnapshot};
 use crate::table::{Stamped, Table};
 use serde::{de::DeserializeOwned, Serialize};
 use std::cell::RefCell;
@@ -12,7 +13,13 @@ use std::rc::Rc;
 use weir_types::keygroup::key_group_of_hash;
 
 /// A sorted key-value store holding several tables (column families), for one operator subtask.
+///
+/// Reads and writes do not return errors: a store that fails (a full disk) panics with the
+/// cause, which fails the operator like any other panic (and the job restarts from its last
+/// checkpoint).
 pub trait KvStore {
+    /// The id of table `name`, created if missing (restored tables exist already).
+    fn table(&mut self, name: &str) -> Result<u32, String>;
     /// The value under `key` in `table`.
     fn get(&self, table: u32, key: &[u8]) -> Option<Vec<u8>>;
     /// Sets `key` in `table`.
@@ -23,12 +30,33 @@ pub trait KvStore {
     fn scan(&self, table: u32, f: &mut dyn FnMut(&[u8], &[u8]));
     /// Entries in `table` (may be an estimate for disk stores).
     fn len(&self, table: u32) -> usize;
+    /// A native snapshot of every table (see [`crate::native`]) for checkpoint `id`, if the
+    /// store has a native format; its key groups and tables are left for the caller to fill.
+    /// This is the synchronous part of a checkpoint: make the files immutable and hand them
+    /// over.
+    fn native_snapshot(&mut self, _id: u64) -> Option<Result<NativeSnapshot, String>> {
+        None
+    }
 }
 
 /// Opens the store of one operator subtask.
 pub trait KvStoreFactory: Send + Sync {
     /// A store for operator `uid`'s subtask `subtask` (fresh: restores write into it).
     fn open(&self, uid: &str, subtask: usize) -> Result<Box<dyn KvStore>, String>;
+    /// The native snapshot format its stores write, if any.
+    fn native_format(&self) -> Option<&str> {
+        None
+    }
+    /// A store made from a native snapshot of its own format and the same key groups.
+    fn open_native(
+        &self,
+        _uid: &str,
+        _subtask: usize,
+        _snap: &NativeSnapshot,
+        _files: &dyn FileSource,
+    ) -> Result<Box<dyn KvStore>, String> {
+        Err("this backend has no native snapshot format".into())
+    }
 }
 
 /// A store shared by the tables of one operator subtask.
@@ -175,10 +203,15 @@ where
 /// and for checking that operators work the same on both kinds of backends.
 #[derive(Default)]
 pub struct MemKv {
+    names: std::collections::HashMap<String, u32>,
     tables: std::collections::BTreeMap<u32, std::collections::BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl KvStore for MemKv {
+    fn table(&mut self, name: &str) -> Result<u32, String> {
+        let next = self.names.len() as u32;
+        Ok(*self.names.entry(name.to_string()).or_insert(next))
+    }
     fn get(&self, table: u32, key: &[u8]) -> Option<Vec<u8>> {
         self.tables.get(&table).and_then(|t| t.get(key).cloned())
     }

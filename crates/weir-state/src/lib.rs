@@ -5,8 +5,9 @@
 //! context, which carries the current key. Behind the handles, each piece of state is a
 //! [`Table`] of `(key, namespace) → value` created by a [`StateBackend`]; the namespace is `()`
 //! for plain keyed state and the window for window state. A backend that keeps objects (the
-//! [`MemoryBackend`]) and one that keeps bytes (the disk backend of a later crate) implement the
-//! same [`Table`] trait, so operator code never changes with the backend.
+//! [`MemoryBackend`]) and one that keeps bytes (the disk backend of `weir-rocksdb`) implement the
+//! same [`Table`] trait, so operator code never changes with the backend. A byte backend may
+//! also snapshot natively ([`native`]): its own files, uploaded incrementally.
 //!
 //! Every entry carries the processing time it was last written, for TTL
 //! ([`StateTtl`]): an expired entry is never returned, and is removed when touched or purged.
@@ -17,6 +18,8 @@
 
 pub mod bytes;
 mod handles;
+pub mod native;
+pub mod registry;
 pub mod snapshot;
 mod store;
 mod table;
@@ -27,8 +30,8 @@ pub use handles::{
     ValueState,
 };
 pub use store::{
-    BytesMemoryBackend, KeyedStateStore, MemoryBackend, StateBackend, StateError, StateTtl,
-    TableKind,
+    BytesMemoryBackend, KeyedStateStore, MemoryBackend, StateBackend, StateError, StateSnapshot,
+    StateTtl, TableKind,
 };
 pub use table::{HeapTable, Namespace, Stamped, Table};
 pub use timers::{TimerQueue, TimerService};

@@ -1,5 +1,6 @@
 //! The keyed state of one operator subtask: its tables, the current key, TTL and the backend.
 use crate::bytes::{BytesTable, KvStoreFactory, MemKvFactory, SharedKv};
+use crate::native::{FileSource, NativeSnapshot};
 use crate::snapshot::{decode_blocks, encode_blocks, to_bytes, Blocks, EntryBytes, TimerBytes};
 use crate::table::{HeapTable, Namespace, Stamped, Table};
 use std::any::Any;
@@ -17,6 +18,9 @@ pub trait StateBackend: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// How this backend keeps its tables.
     fn table_kind(&self) -> TableKind;
+    /// The job ended (every task and the checkpoint coordinator have stopped): delete working
+    /// files.
+    fn job_ended(&self) {}
 }
 
 /// How a backend keeps tables.
@@ -114,6 +118,8 @@ pub(crate) trait ErasedTable: Any {
     fn as_any_mut(&mut self) -> &mut dyn Any;
     fn as_any(&self) -> &dyn Any;
     fn len(&self) -> usize;
+    /// The stored value type's name, as snapshots record it.
+    fn type_name(&self) -> &'static str;
     fn purge_expired(&mut self, now_ms: i64);
     /// Adds every live entry to `blocks`, by key group.
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks);
@@ -140,6 +146,9 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
     }
     fn len(&self) -> usize {
         self.table.len()
+    }
+    fn type_name(&self) -> &'static str {
+        std::any::type_name::<V>()
     }
     fn purge_expired(&mut self, now_ms: i64) {
         if let Some(ttl) = self.ttl {
@@ -243,6 +252,20 @@ pub struct KeyedStateStore<K> {
     /// known only then).
     restored: HashMap<String, (String, Vec<EntryBytes>)>,
     restored_timers: Vec<TimerBytes>,
+    /// Byte backends: tables restored straight into the store, by name, with the value type
+    /// they were written as (checked when the table is registered).
+    restored_types: HashMap<String, String>,
+    /// The key groups this subtask owns.
+    key_groups: (u32, u32),
+}
+
+/// What a snapshot of keyed state holds.
+pub struct StateSnapshot {
+    /// The backend's native snapshot of the tables, if it took one.
+    pub native: Option<NativeSnapshot>,
+    /// Serializes the rest as canonical blocks by key group, later and on another thread:
+    /// every table and timer, or only the timers when `native` holds the tables.
+    pub deferred: DeferredSnapshot,
 }
 
 impl<K: Key> KeyedStateStore<K> {
@@ -261,6 +284,8 @@ impl<K: Key> KeyedStateStore<K> {
             restored_timers: Vec::new(),
             scope: (String::new(), 0),
             migrations: HashMap::new(),
+            restored_types: HashMap::new(),
+            key_groups: (0, weir_types::keygroup::DEFAULT_MAX_PARALLELISM as u32),
         }
     }
 
@@ -305,25 +330,91 @@ impl<K: Key> KeyedStateStore<K> {
         Ok((type_name, entries))
     }
 
-    /// Names the operator subtask (a disk backend keeps its files under it) and the number of
-    /// key groups.
-    pub fn with_scope(mut self, uid: &str, subtask: usize, max_parallelism: usize) -> Self {
+    /// Names the operator subtask (a disk backend keeps its files under it), its parallelism
+    /// and the number of key groups.
+    pub fn with_scope(
+        mut self,
+        uid: &str,
+        subtask: usize,
+        parallelism: usize,
+        max_parallelism: usize,
+    ) -> Self {
         self.scope = (uid.to_string(), subtask);
         self.max_parallelism = max_parallelism;
+        let r = weir_types::keygroup::key_group_range(subtask, parallelism, max_parallelism);
+        self.key_groups = (r.start as u32, r.end as u32);
         self
     }
 
+    /// The byte store, opened on first use.
+    fn kv(&mut self) -> Result<Option<SharedKv>, StateError> {
+        if self.kv.is_none() {
+            if let TableKind::Bytes(factory) = &self.kind {
+                let kv = factory
+                    .open(&self.scope.0, self.scope.1)
+                    .map_err(StateError::Backend)?;
+                self.kv = Some(Rc::new(RefCell::new(kv)));
+            }
+        }
+        Ok(self.kv.clone())
+    }
+
+    /// Notes that table `name` was restored into the byte store as `type_name`.
+    fn restored_type(&mut self, name: &str, type_name: &str) -> Result<(), StateError> {
+        match self.restored_types.get(name) {
+            Some(t) if t != type_name => Err(StateError::Corrupt(format!(
+                "state '{name}' was restored as {t} and as {type_name}"
+            ))),
+            Some(_) => Ok(()),
+            None => {
+                self.restored_types
+                    .insert(name.to_string(), type_name.to_string());
+                Ok(())
+            }
+        }
+    }
+
     /// Loads a snapshot's key-group blocks (restore). Entries go into their tables when the
-    /// tables are registered; timers wait for [`KeyedStateStore::take_restored_timers`].
+    /// tables are registered (a byte backend writes them into its store at once: its stored
+    /// layout needs no types); timers wait for [`KeyedStateStore::take_restored_timers`].
     pub fn restore_blocks(&mut self, raw: &[(u32, Vec<u8>)]) -> Result<(), StateError> {
         let blocks = decode_blocks(raw).map_err(StateError::Corrupt)?;
+        // Opened only for blocks with tables: a native restore may still make the store.
+        let kv = if blocks.iter().any(|(_, b)| !b.tables.is_empty()) {
+            self.kv()?
+        } else {
+            None
+        };
+        let mut key = Vec::with_capacity(64);
+        let mut value = Vec::with_capacity(64);
         for (_, b) in blocks {
             for (name, type_name, entries) in b.tables {
-                match self.names.get(&name) {
-                    Some(&i) => self.tables[i]
+                match (self.names.get(&name), &kv) {
+                    (Some(&i), _) => self.tables[i]
                         .restore(&type_name, &entries)
                         .map_err(|e| StateError::Corrupt(format!("state '{name}': {e}")))?,
-                    None => self
+                    (None, Some(kv)) => {
+                        self.restored_type(&name, &type_name)?;
+                        let mut kv = kv.borrow_mut();
+                        let id = kv.table(&name).map_err(StateError::Backend)?;
+                        for e in &entries {
+                            // The key group again, from the key: it depends on the job's
+                            // number of key groups, which the stored layout carries.
+                            let kg = key_group_of_hash(
+                                xxhash_rust::xxh3::xxh3_64(&e.key),
+                                self.max_parallelism,
+                            ) as u16;
+                            key.clear();
+                            key.extend_from_slice(&kg.to_be_bytes());
+                            key.extend_from_slice(&e.key);
+                            key.extend_from_slice(&e.ns);
+                            value.clear();
+                            value.extend_from_slice(&e.written_ms.to_le_bytes());
+                            value.extend_from_slice(&e.value);
+                            kv.put(id, &key, &value);
+                        }
+                    }
+                    (None, None) => self
                         .restored
                         .entry(name)
                         .or_insert_with(|| (type_name, Vec::new()))
@@ -332,6 +423,106 @@ impl<K: Key> KeyedStateStore<K> {
                 }
             }
             self.restored_timers.extend(b.timers);
+        }
+        Ok(())
+    }
+
+    /// Loads native snapshots (restore): those whose key groups overlap this subtask's. One
+    /// snapshot of exactly this subtask's key groups, in this backend's own format, becomes the
+    /// store itself (its files are fetched, not read); otherwise (another parallelism, another
+    /// backend) the entries of this subtask's key groups are read through the format's
+    /// registered [`crate::native::NativeReader`] and loaded as a canonical restore would.
+    pub fn restore_native(
+        &mut self,
+        snaps: &[NativeSnapshot],
+        files: &dyn FileSource,
+    ) -> Result<(), StateError> {
+        let mine = self.key_groups;
+        let snaps: Vec<&NativeSnapshot> = snaps
+            .iter()
+            .filter(|s| s.key_groups.0 < mine.1 && mine.0 < s.key_groups.1)
+            .collect();
+        for s in &snaps {
+            if s.max_parallelism as usize != self.max_parallelism {
+                return Err(StateError::Corrupt(format!(
+                    "the checkpoint has {} key groups and the job {}: the number of key groups (max parallelism) cannot change",
+                    s.max_parallelism, self.max_parallelism
+                )));
+            }
+        }
+        if let (TableKind::Bytes(factory), [s], None) = (&self.kind, snaps.as_slice(), &self.kv) {
+            if s.key_groups == mine && factory.native_format() == Some(s.format.as_str()) {
+                let kv = factory
+                    .open_native(&self.scope.0, self.scope.1, s, files)
+                    .map_err(StateError::Backend)?;
+                self.kv = Some(Rc::new(RefCell::new(kv)));
+                for (n, t) in &s.tables {
+                    self.restored_type(n, t)?;
+                }
+                return Ok(());
+            }
+        }
+        for s in snaps {
+            let reader = crate::native::reader(&s.format).ok_or_else(|| {
+                StateError::Backend(format!(
+                    "the checkpoint holds state in the native format '{}', which no linked backend reads (restore with the backend that wrote it, or from a savepoint)",
+                    s.format
+                ))
+            })?;
+            let range = s.key_groups.0.max(mine.0)..s.key_groups.1.min(mine.1);
+            let types: HashMap<&str, &str> = s
+                .tables
+                .iter()
+                .map(|(n, t)| (n.as_str(), t.as_str()))
+                .collect();
+            match self.kv()? {
+                Some(kv) => {
+                    for (n, t) in &s.tables {
+                        self.restored_type(n, t)?;
+                    }
+                    let mut ids: HashMap<String, u32> = HashMap::new();
+                    let mut kv = kv.borrow_mut();
+                    reader
+                        .read(s, files, range, &mut |table, k, v| {
+                            let id = match ids.get(table) {
+                                Some(&id) => id,
+                                None => {
+                                    let id = kv.table(table)?;
+                                    ids.insert(table.to_string(), id);
+                                    id
+                                }
+                            };
+                            kv.put(id, k, v);
+                            Ok(())
+                        })
+                        .map_err(StateError::Corrupt)?;
+                }
+                None => {
+                    let mut got: HashMap<String, Vec<EntryBytes>> = HashMap::new();
+                    reader
+                        .read(s, files, range, &mut |table, k, v| {
+                            got.entry(table.to_string())
+                                .or_default()
+                                .push(entry_of_raw::<K>(k, v)?);
+                            Ok(())
+                        })
+                        .map_err(StateError::Corrupt)?;
+                    for (table, entries) in got {
+                        let t = types.get(table.as_str()).copied().unwrap_or("unknown");
+                        match self.names.get(&table) {
+                            Some(&i) => self.tables[i].restore(t, &entries).map_err(|e| {
+                                StateError::Corrupt(format!("state '{table}': {e}"))
+                            })?,
+                            None => self
+                                .restored
+                                .entry(table)
+                                .or_insert_with(|| (t.to_string(), Vec::new()))
+                                .1
+                                .extend(entries),
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -349,12 +540,23 @@ impl<K: Key> KeyedStateStore<K> {
         max_parallelism: usize,
         timers: Vec<(i64, u8, Vec<u8>, Vec<u8>)>,
     ) -> DeferredSnapshot {
+        self.deferred(max_parallelism, timers, true)
+    }
+
+    /// The job of [`KeyedStateStore::snapshot_deferred`], with the tables or only the timers.
+    fn deferred(
+        &mut self,
+        max_parallelism: usize,
+        timers: Vec<(i64, u8, Vec<u8>, Vec<u8>)>,
+        with_tables: bool,
+    ) -> DeferredSnapshot {
         let now = self.clock.now_ms();
         let mut names: Vec<(String, usize)> =
             self.names.iter().map(|(n, i)| (n.clone(), *i)).collect();
         names.sort();
         let jobs: Vec<SnapshotJob> = names
             .iter()
+            .filter(|_| with_tables)
             .map(|(n, i)| self.tables[*i].snapshot_job(n, max_parallelism, now))
             .collect();
         Box::new(move || {
@@ -385,6 +587,55 @@ impl<K: Key> KeyedStateStore<K> {
 
     /// Every table's live entries, plus `timers`, grouped by key group.
     pub fn snapshot_blocks(
+        &self,
+        max_parallelism: usize,
+        timers: Vec<(i64, u8, Vec<u8>, Vec<u8>)>,
+    ) -> Vec<(u32, Vec<u8>)> {
+        self.blocks(max_parallelism, timers)
+    }
+
+    /// A snapshot for checkpoint `id`, in two parts. Now: the backend's native snapshot when
+    /// `native` is set and the backend has a native format (a disk backend flushes and links
+    /// its immutable files), else the tables are frozen (copy-on-write for the heap backend);
+    /// `timers` are taken. Later, on another thread, [`StateSnapshot::deferred`] serializes by
+    /// key group the timers and, without a native snapshot, every table (canonical: savepoints,
+    /// and backends without a native format).
+    pub fn snapshot(
+        &mut self,
+        id: u64,
+        native: bool,
+        timers: Vec<(i64, u8, Vec<u8>, Vec<u8>)>,
+    ) -> Result<StateSnapshot, StateError> {
+        let snap = match (&self.kv, native) {
+            (Some(kv), true) => kv.borrow_mut().native_snapshot(id),
+            _ => None,
+        };
+        let native = match snap {
+            None => None,
+            Some(Err(e)) => return Err(StateError::Backend(format!("native snapshot: {e}"))),
+            Some(Ok(mut n)) => {
+                n.key_groups = self.key_groups;
+                n.max_parallelism = self.max_parallelism as u32;
+                let mut tables: Vec<(String, String)> = self
+                    .names
+                    .iter()
+                    .map(|(name, &i)| (name.clone(), self.tables[i].type_name().to_string()))
+                    .collect();
+                for (name, t) in &self.restored_types {
+                    if !self.names.contains_key(name) {
+                        tables.push((name.clone(), t.clone()));
+                    }
+                }
+                tables.sort();
+                n.tables = tables;
+                Some(n)
+            }
+        };
+        let deferred = self.deferred(self.max_parallelism, timers, native.is_none());
+        Ok(StateSnapshot { native, deferred })
+    }
+
+    fn blocks(
         &self,
         max_parallelism: usize,
         timers: Vec<(i64, u8, Vec<u8>, Vec<u8>)>,
@@ -422,26 +673,14 @@ impl<K: Key> KeyedStateStore<K> {
                 Err(StateError::TypeMismatch(name.to_string()))
             };
         }
-        let table: Box<dyn Table<K, N, Stamped<V>>> = match &self.kind {
-            TableKind::Heap => Box::new(HeapTable::default()),
-            TableKind::Bytes(factory) => {
-                let kv = match &self.kv {
-                    Some(kv) => kv.clone(),
-                    None => {
-                        let kv: SharedKv = Rc::new(RefCell::new(
-                            factory
-                                .open(&self.scope.0, self.scope.1)
-                                .map_err(StateError::Backend)?,
-                        ));
-                        self.kv = Some(kv.clone());
-                        kv
-                    }
-                };
-                Box::new(BytesTable::<K, N, V>::new(
-                    kv,
-                    self.tables.len() as u32,
-                    self.max_parallelism,
-                ))
+        let table: Box<dyn Table<K, N, Stamped<V>>> = match self.kv()? {
+            None => Box::new(HeapTable::default()),
+            Some(kv) => {
+                let id = kv.borrow_mut().table(name).map_err(StateError::Backend)?;
+                if let Some(written) = self.restored_types.remove(name) {
+                    self.migrate_stored(name, &written, std::any::type_name::<V>(), &kv, id)?;
+                }
+                Box::new(BytesTable::<K, N, V>::new(kv, id, self.max_parallelism))
             }
         };
         self.any_ttl |= ttl.is_some();
@@ -454,6 +693,68 @@ impl<K: Key> KeyedStateStore<K> {
         self.tables.push(Box::new(slot));
         self.names.insert(name.to_string(), self.tables.len() - 1);
         Ok(self.tables.len() - 1)
+    }
+
+    /// Checks that table `name`, restored into the byte store as `written`, is registered as
+    /// `now`, converting its values in place if migrations lead from one to the other.
+    fn migrate_stored(
+        &self,
+        name: &str,
+        written: &str,
+        now: &str,
+        kv: &SharedKv,
+        id: u32,
+    ) -> Result<(), StateError> {
+        if written == now {
+            return Ok(());
+        }
+        let mut chain: Vec<&Migration> = Vec::new();
+        let mut t = written;
+        for _ in 0..8 {
+            match self
+                .migrations
+                .get(name)
+                .and_then(|ms| ms.iter().find(|m| m.from == t))
+            {
+                Some(m) => {
+                    chain.push(m);
+                    t = &m.to;
+                }
+                None => break,
+            }
+        }
+        if t != now {
+            return Err(StateError::Corrupt(format!(
+                "state '{name}': it was written as {written} and is now registered as {now}; migrate it or register it under another name"
+            )));
+        }
+        let mut converted = Vec::new();
+        let mut failure = None;
+        kv.borrow().scan(id, &mut |k, v| {
+            let mut value = v[8..].to_vec();
+            for m in &chain {
+                match (m.convert)(&value) {
+                    Ok(x) => value = x,
+                    Err(e) => {
+                        failure.get_or_insert(e);
+                        return;
+                    }
+                }
+            }
+            let mut out = v[..8].to_vec();
+            out.extend_from_slice(&value);
+            converted.push((k.to_vec(), out));
+        });
+        if let Some(e) = failure {
+            return Err(StateError::Corrupt(format!(
+                "migrating state '{name}': {e}"
+            )));
+        }
+        let mut kv = kv.borrow_mut();
+        for (k, v) in converted {
+            kv.put(id, &k, &v);
+        }
+        Ok(())
     }
 
     /// Sets the key that state access applies to.
@@ -529,6 +830,24 @@ impl<K: Key> KeyedStateStore<K> {
             }
         })
     }
+}
+
+/// A raw stored entry (the byte layout of [`crate::bytes`]) as a canonical entry: the key
+/// type says where the key ends and the namespace begins.
+fn entry_of_raw<K: Key>(k: &[u8], v: &[u8]) -> Result<EntryBytes, String> {
+    if k.len() < 2 || v.len() < 8 {
+        return Err("a stored entry is too short".into());
+    }
+    let rest = postcard::take_from_bytes::<K>(&k[2..])
+        .map_err(|e| format!("a stored key does not decode: {e}"))?
+        .1;
+    let key_end = k.len() - rest.len();
+    Ok(EntryBytes {
+        key: k[2..key_end].to_vec(),
+        ns: rest.to_vec(),
+        value: v[8..].to_vec(),
+        written_ms: i64::from_le_bytes(v[..8].try_into().expect("8 bytes")),
+    })
 }
 
 #[cfg(test)]

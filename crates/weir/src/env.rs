@@ -201,17 +201,21 @@ impl StreamEnv {
                     delay: Duration::from_secs(1),
                 };
             }
-            match o.state_backend.as_deref() {
-                None | Some("memory") => i.cfg.state_backend = Arc::new(MemoryBackend),
-                Some("memory-bytes") => {
-                    i.cfg.state_backend = Arc::new(weir_state::BytesMemoryBackend)
-                }
-                Some(other) => {
-                    return Err(WeirError::Config(format!(
-                        "unknown state backend '{other}' (available: memory, memory-bytes)"
-                    )))
-                }
-            }
+            let budget = o
+                .state_memory
+                .as_deref()
+                .map(crate::options::parse_bytes)
+                .transpose()?;
+            i.cfg.state_backend =
+                match o.state_backend.as_deref() {
+                    None if budget.is_none() => Arc::new(MemoryBackend),
+                    None => return Err(WeirError::Config(
+                        "--state-memory applies to a disk state backend: add --state-backend disk"
+                            .into(),
+                    )),
+                    Some(spec) => weir_state::registry::backend_from_spec(spec, budget)
+                        .map_err(WeirError::Config)?,
+                };
             i.options = o;
         }
         Ok(env)

@@ -297,21 +297,14 @@ impl<K: Key, A: Data, B: Data, R> IntervalJoinOp<K, A, B, F2<A, B, R>> {
         late_left: Option<String>,
         late_right: Option<String>,
     ) -> Result<Self> {
-        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()).with_scope(
-            &ctx.uid,
-            ctx.subtask,
-            ctx.max_parallelism,
-        );
+        let mut store = crate::operators::keyed::restored_store(ctx)?;
         let cfg = |e: weir_state::StateError| WeirError::Config(e.to_string());
         let left = MapState::register(&mut store, "left-buffer").map_err(cfg)?;
         let right = MapState::register(&mut store, "right-buffer").map_err(cfg)?;
         let mut timers = TimerService::default();
-        if let Some(r) = &ctx.restored {
-            store.restore_blocks(&r.keyed).map_err(cfg)?;
-            timers
-                .restore(&store.take_restored_timers())
-                .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
-        }
+        timers
+            .restore(&store.take_restored_timers())
+            .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
         Ok(IntervalJoinOp {
             ka,
             kb,
@@ -344,15 +337,11 @@ impl<K: Key, A: Data, B: Data, R: Data> TwoInputOperator<A, B, R>
 {
     fn snapshot(
         &mut self,
-        _: &CheckpointBarrier,
+        b: &CheckpointBarrier,
         ctx: &mut OperatorContext,
         _: &mut dyn Output<R>,
     ) -> Result<OperatorSnapshot> {
-        Ok(crate::operators::keyed::keyed_snapshot(
-            &mut self.store,
-            &self.timers,
-            ctx,
-        ))
+        crate::operators::keyed::keyed_snapshot(&mut self.store, &self.timers, b, ctx)
     }
     fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
         self.store.maintain();

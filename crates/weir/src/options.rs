@@ -53,9 +53,15 @@ pub struct EnvOptions {
     #[arg(long, env = "WEIR_ALLOW_NON_RESTORED_STATE")]
     #[serde(default)]
     pub allow_non_restored_state: bool,
-    /// Where keyed state lives: `memory`.
+    /// Where keyed state lives: `memory` (default), `memory-bytes`, or `disk[:DIR]` (RocksDB,
+    /// in binaries that link `weir-rocksdb`; working files under DIR, default a temporary
+    /// directory, deleted when the job ends).
     #[arg(long, env = "WEIR_STATE_BACKEND")]
     pub state_backend: Option<String>,
+    /// Memory of a disk state backend (its block cache and write buffers, shared by every
+    /// operator subtask), e.g. `256MiB`, `1GiB` (default 256MiB).
+    #[arg(long, env = "WEIR_STATE_MEMORY")]
+    pub state_memory: Option<String>,
     /// Bytes after which an exchange buffer is sent.
     #[arg(long, env = "WEIR_BUFFER_BYTES_MAX")]
     pub buffer_bytes_max: Option<usize>,
@@ -89,6 +95,7 @@ impl EnvOptions {
                 checkpoint_interval,
                 restore,
                 state_backend,
+                state_memory,
                 buffer_bytes_max,
                 channel_buffers_max,
                 watermark_interval,
@@ -100,6 +107,33 @@ impl EnvOptions {
         }
         Ok(self)
     }
+}
+
+/// Parses `512KiB`, `64MiB`, `1GiB` (also `KB`/`MB`/`GB` as powers of 1000; a bare number is
+/// bytes).
+pub fn parse_bytes(s: &str) -> Result<u64, WeirError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| WeirError::Config(format!("not a size: '{s}'")))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(WeirError::Config(format!(
+                "unknown size unit '{other}' in '{s}' (B, KiB, MiB, GiB, KB, MB, GB)"
+            )))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| WeirError::Config(format!("size too large: '{s}'")))
 }
 
 /// Parses `500ms`, `10s`, `2min`, `1h` (a bare number is ms).
@@ -135,6 +169,15 @@ mod tests {
         assert_eq!(parse_duration_ms("2min").unwrap(), 120_000);
         assert_eq!(parse_duration_ms("7").unwrap(), 7);
         assert!(parse_duration_ms("5 weeks").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_bytes("1000").unwrap(), 1000);
+        assert_eq!(parse_bytes("2MB").unwrap(), 2_000_000);
+        assert!(parse_bytes("3 parsecs").is_err());
     }
 
     #[test]

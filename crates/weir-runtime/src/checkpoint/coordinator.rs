@@ -2,7 +2,7 @@
 //! acknowledgement, writes the checkpoint (state files, then the manifest), commits what
 //! two-phase sinks pre-committed, and tells the tasks. It runs on its own thread, so writing
 //! state never stops processing.
-use super::format::{checkpoint_dir, retain, write_checkpoint};
+use super::format::{checkpoint_dir, retain, write_checkpoint, Uploads};
 use super::{CheckpointBarrier, CheckpointConfig, Committer, OperatorSnapshot, SubtaskId};
 use crate::task::{Mail, TaskEvent, TaskKey};
 use crossbeam_channel as cb;
@@ -75,7 +75,34 @@ struct Metrics {
     last_async_ms: Gauge,
     last_duration_ms: Gauge,
     last_bytes: Gauge,
+    last_uploaded_bytes: Gauge,
     last_id: Gauge,
+}
+
+/// Deletes the local directories of native snapshots (once uploaded, or abandoned).
+fn discard_local(snapshots: &[(SubtaskId, OperatorSnapshot)]) {
+    for (_, s) in snapshots {
+        if let Some(n) = &s.native {
+            n.discard_local();
+        }
+    }
+}
+
+/// What the coordinator holds across checkpoints: finished tasks' final snapshots (their local
+/// files are needed by every later checkpoint, so they are deleted when the coordinator ends,
+/// however it ends) and the shared files uploaded so far.
+#[derive(Default)]
+struct Held {
+    finished: HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>>,
+    uploads: Uploads,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        for snaps in self.finished.values() {
+            discard_local(snaps);
+        }
+    }
 }
 
 /// How the coordinator ended.
@@ -100,12 +127,13 @@ pub fn run(
         last_async_ms: setup.metrics.gauge("checkpoints", 0, "last_async_ms"),
         last_duration_ms: setup.metrics.gauge("checkpoints", 0, "last_duration_ms"),
         last_bytes: setup.metrics.gauge("checkpoints", 0, "last_size_bytes"),
+        last_uploaded_bytes: setup.metrics.gauge("checkpoints", 0, "last_uploaded_bytes"),
         last_id: setup.metrics.gauge("checkpoints", 0, "last_completed_id"),
     };
     let mut report = Report::default();
     let mut next_id = setup.next_id;
     let mut pending: Option<Pending> = None;
-    let mut finished: HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>> = HashMap::new();
+    let mut held = Held::default();
     let pause = setup.cfg.interval.max(setup.cfg.min_pause);
     let mut next_trigger = Instant::now() + pause;
     let mut job_finished = false;
@@ -118,10 +146,10 @@ pub fn run(
             let all = setup
                 .tasks
                 .iter()
-                .all(|(t, _)| p.acks.contains_key(t) || finished.contains_key(t));
+                .all(|(t, _)| p.acks.contains_key(t) || held.finished.contains_key(t));
             if all {
                 let p = pending.take().unwrap();
-                complete(&setup, &m, p, &finished, &mut report)?;
+                complete(&setup, &m, p, &mut held, &mut report)?;
                 next_trigger = Instant::now() + setup.cfg.min_pause.max(setup.cfg.interval);
             } else if p.started.elapsed() > setup.cfg.timeout {
                 tracing::warn!(
@@ -132,6 +160,9 @@ pub fn run(
                 m.failed.inc();
                 for (_, tx) in &setup.tasks {
                     let _ = tx.send(Mail::Abort(p.id));
+                }
+                for snaps in p.acks.values() {
+                    discard_local(snaps);
                 }
                 pending = None;
                 next_trigger = Instant::now() + setup.cfg.min_pause.max(setup.cfg.interval);
@@ -148,14 +179,14 @@ pub fn run(
                 acks: HashMap::new(),
                 savepoint: final_savepoint.take(),
             };
-            complete(&setup, &m, p, &finished, &mut report)?;
+            complete(&setup, &m, p, &mut held, &mut report)?;
             return Ok(report);
         }
         // Trigger the next checkpoint.
         let live_sources: Vec<&(TaskKey, cb::Sender<Mail>)> = setup
             .sources
             .iter()
-            .filter(|(t, _)| !finished.contains_key(t))
+            .filter(|(t, _)| !held.finished.contains_key(t))
             .collect();
         if let Some(req) = queued.take() {
             if req.drain || live_sources.is_empty() {
@@ -175,6 +206,7 @@ pub fn run(
             let b = CheckpointBarrier {
                 id,
                 ts_ms: setup.clock.now_ms(),
+                savepoint: queued.is_some(),
             };
             for (_, tx) in live_sources {
                 let _ = tx.send(Mail::Trigger(b));
@@ -201,7 +233,7 @@ pub fn run(
                 recv(commands) -> c => {
                     match c {
                         Ok(Command::Savepoint(req)) => queued = Some(req),
-                        c => if on_command(c.ok(), &events, &mut pending, &mut finished, &mut job_finished, &setup, &mut next_id) { return Ok(report); },
+                        c => if on_command(c.ok(), &events, &mut pending, &mut held.finished, &mut job_finished, &setup, &mut next_id) { return Ok(report); },
                     }
                     None
                 }
@@ -214,7 +246,7 @@ pub fn run(
                         Some(c),
                         &events,
                         &mut pending,
-                        &mut finished,
+                        &mut held.finished,
                         &mut job_finished,
                         &setup,
                         &mut next_id,
@@ -233,12 +265,19 @@ pub fn run(
                 task,
                 snapshots,
             })) => {
-                if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
-                    p.acks.insert(task, snapshots);
+                match pending.as_mut().filter(|p| p.id == id) {
+                    Some(p) => {
+                        if let Some(old) = p.acks.insert(task, snapshots) {
+                            discard_local(&old);
+                        }
+                    }
+                    None => discard_local(&snapshots), // late: that checkpoint was abandoned
                 }
             }
             Some(Ok(TaskEvent::Finished { task, snapshots })) => {
-                finished.insert(task, snapshots);
+                if let Some(old) = held.finished.insert(task, snapshots) {
+                    discard_local(&old);
+                }
             }
             Some(Err(())) => events_open = false,
             None => {}
@@ -267,13 +306,18 @@ fn on_command(
                         id,
                         task,
                         snapshots,
-                    } => {
-                        if let Some(p) = pending.as_mut().filter(|p| p.id == id) {
-                            p.acks.insert(task, snapshots);
+                    } => match pending.as_mut().filter(|p| p.id == id) {
+                        Some(p) => {
+                            if let Some(old) = p.acks.insert(task, snapshots) {
+                                discard_local(&old);
+                            }
                         }
-                    }
+                        None => discard_local(&snapshots),
+                    },
                     TaskEvent::Finished { task, snapshots } => {
-                        finished.insert(task, snapshots);
+                        if let Some(old) = finished.insert(task, snapshots) {
+                            discard_local(&old);
+                        }
                     }
                 }
             }
@@ -283,7 +327,11 @@ fn on_command(
                     .iter()
                     .all(|(t, _)| p.acks.contains_key(t) || finished.contains_key(t))
             }) {
-                *pending = None;
+                if let Some(p) = pending.take() {
+                    for snaps in p.acks.values() {
+                        discard_local(snaps);
+                    }
+                }
             }
             *next_id = (*next_id).max(pending.as_ref().map_or(*next_id, |p| p.id + 1));
             false
@@ -302,20 +350,36 @@ fn complete(
     setup: &Setup,
     m: &Metrics,
     p: Pending,
-    finished: &HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>>,
+    held: &mut Held,
     report: &mut Report,
 ) -> Result<()> {
     let mut snapshots: BTreeMap<SubtaskId, OperatorSnapshot> = BTreeMap::new();
-    for (t, snaps) in finished {
+    for (t, snaps) in &held.finished {
         if !p.acks.contains_key(t) {
             snapshots.extend(snaps.iter().cloned());
         }
     }
+    // The acknowledged snapshots' local files are not needed once this checkpoint is written
+    // (or has failed): later checkpoints reference what it uploaded.
+    let mut acked: Vec<(SubtaskId, OperatorSnapshot)> = Vec::new();
     for snaps in p.acks.into_values() {
-        snapshots.extend(snaps);
+        for (sid, s) in snaps {
+            if s.native.is_some() {
+                acked.push((sid.clone(), s.clone()));
+            }
+            snapshots.insert(sid, s);
+        }
     }
+    struct Discard(Vec<(SubtaskId, OperatorSnapshot)>);
+    impl Drop for Discard {
+        fn drop(&mut self) {
+            discard_local(&self.0);
+        }
+    }
+    let _discard = Discard(acked);
     // Synchronous part: from the trigger until every task acknowledged (barrier travel,
-    // alignment, freezing state). Asynchronous part: serializing and writing, here.
+    // alignment, freezing state or linking a disk backend's files). Asynchronous part:
+    // serializing and writing (uploading), here.
     let sync_ms = p.started.elapsed().as_millis() as i64;
     let async_started = Instant::now();
     // The asynchronous part: serialize frozen state here, off the task threads.
@@ -338,6 +402,7 @@ fn complete(
         &setup.parallelism,
         &snapshots,
         savepoint,
+        &mut held.uploads,
     );
     let manifest = match written {
         Ok(m) => m,
@@ -351,11 +416,7 @@ fn complete(
             return Err(e);
         }
     };
-    let bytes: u64 = manifest
-        .operators
-        .values()
-        .flat_map(|o| o.files.iter().map(|f| f.bytes))
-        .sum();
+    let bytes = manifest.total_bytes();
     // Durable: commit what sinks pre-committed for it (idempotent, also re-run on restore).
     for (sid, snap) in &snapshots {
         if let Some(c) = setup.committers.get(&sid.uid) {
@@ -377,8 +438,14 @@ fn complete(
     m.last_duration_ms
         .set(p.started.elapsed().as_millis() as i64);
     m.last_bytes.set(bytes as i64);
+    m.last_uploaded_bytes.set(manifest.uploaded_bytes as i64);
     m.last_id.set(p.id as i64);
-    tracing::info!("checkpoint {} complete: {bytes} bytes, synchronous part {sync_ms} ms, asynchronous part {async_ms} ms", p.id);
+    tracing::info!(
+        "checkpoint {} complete: {bytes} bytes ({} uploaded), synchronous part {sync_ms} ms, \
+         asynchronous part {async_ms} ms",
+        p.id,
+        manifest.uploaded_bytes,
+    );
     report.completed += 1;
     report.last_completed = Some(p.id);
     if let Some(req) = p.savepoint {

@@ -15,7 +15,11 @@
 //!    tells every task that `n` is complete.
 //!
 //! State is written in a canonical, backend-independent format grouped by key group
-//! ([`format`]), so a checkpoint restores into any parallelism and any state backend.
+//! ([`format`]), so a checkpoint restores into any parallelism and any state backend. A disk
+//! backend may instead hand over a native snapshot (its own immutable files): the coordinator
+//! uploads only the files no earlier checkpoint uploaded, under `shared/`, and every
+//! checkpoint's manifest lists the shared files it uses, which are deleted once no retained
+//! checkpoint does (incremental checkpoints). Savepoints are always canonical.
 pub mod coordinator;
 pub mod format;
 pub mod storage;
@@ -23,6 +27,7 @@ pub mod storage;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
+pub use weir_state::native::NativeSnapshot;
 
 /// The id of the snapshot a task takes when it finishes (never sent on channels).
 pub const FINAL_SNAPSHOT: u64 = u64::MAX;
@@ -34,6 +39,10 @@ pub struct CheckpointBarrier {
     pub id: u64,
     /// When it was triggered (ms since the epoch).
     pub ts_ms: i64,
+    /// A savepoint: state in the canonical format only (no native snapshots), so that it
+    /// restores into any backend and parallelism and does not depend on other checkpoints.
+    #[serde(default)]
+    pub savepoint: bool,
 }
 
 /// Exactly-once aligns barriers; at-least-once does not block channels (records after the
@@ -121,6 +130,20 @@ pub struct OperatorSnapshot {
     /// Something a two-phase sink pre-committed: committed by the coordinator once the
     /// checkpoint is complete, and again (idempotently) when restoring it.
     pub pending_commit: Vec<Vec<u8>>,
+    /// Keyed state as the backend's own files (incremental checkpoints of a disk backend);
+    /// `keyed` then holds only the timers. Taken by the task with the files in a local
+    /// directory; the coordinator uploads the files not uploaded before and fills in where
+    /// they are.
+    pub native: Option<NativeSnapshot>,
+}
+
+/// [`OperatorSnapshot`] as written before native snapshots existed (postcard has no optional
+/// trailing fields): still read, so older checkpoints and savepoints restore.
+#[derive(Deserialize)]
+struct OperatorSnapshotV1 {
+    keyed: Vec<(u32, Vec<u8>)>,
+    operator: Vec<Vec<u8>>,
+    pending_commit: Vec<Vec<u8>>,
 }
 
 impl OperatorSnapshot {
@@ -130,7 +153,9 @@ impl OperatorSnapshot {
             && self.operator.is_empty()
             && self.pending_commit.is_empty()
             && self.deferred.0.is_none()
+            && self.native.is_none()
     }
+
     /// Runs the deferred serialization (on the coordinator's thread) into `keyed`.
     pub fn resolve(&mut self) {
         if self.deferred.0.is_some() {
@@ -138,6 +163,22 @@ impl OperatorSnapshot {
             self.keyed.extend(more);
             self.keyed.sort_by_key(|(kg, _)| *kg);
             self.deferred = Deferred::default();
+        }
+    }
+
+    /// Decodes a state file, in the current layout or the one before native snapshots.
+    pub fn decode(bytes: &[u8]) -> std::result::Result<Self, postcard::Error> {
+        match postcard::from_bytes::<OperatorSnapshot>(bytes) {
+            Ok(s) => Ok(s),
+            Err(e) => match postcard::from_bytes::<OperatorSnapshotV1>(bytes) {
+                Ok(v1) => Ok(OperatorSnapshot {
+                    keyed: v1.keyed,
+                    operator: v1.operator,
+                    pending_commit: v1.pending_commit,
+                    ..Default::default()
+                }),
+                Err(_) => Err(e),
+            },
         }
     }
 }
@@ -163,6 +204,10 @@ pub trait Committer: Send + Sync {
 pub struct RestoredState {
     /// Keyed state of the key groups this subtask owns.
     pub keyed: Vec<(u32, Vec<u8>)>,
+    /// Native snapshots of the old subtasks whose key groups overlap this subtask's.
+    pub native: Vec<NativeSnapshot>,
+    /// Where their files are.
+    pub files: Option<storage::StorageFiles>,
     /// Non-keyed entries of every subtask of the operator (union).
     pub operator: Vec<Vec<u8>>,
     /// The checkpoint id restored.

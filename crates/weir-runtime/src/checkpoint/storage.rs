@@ -1,6 +1,9 @@
 //! Where checkpoints live. Every file is written whole (write to a temporary name, then rename)
 //! and carries a checksum in the manifest.
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use weir_state::native::FileSource;
 use weir_types::{Result, WeirError};
 
 /// A place to keep checkpoint files: a local directory, or an object store.
@@ -15,6 +18,66 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn delete_prefix(&self, prefix: &str) -> Result<()>;
     /// A human-readable location, for logs.
     fn describe(&self) -> String;
+    /// Deletes the file `path` (nothing if missing).
+    fn delete(&self, path: &str) -> Result<()> {
+        self.delete_prefix(path)
+    }
+    /// Writes the local file `from` at `path`; returns its length and xxh3. Stores should
+    /// stream it (state files can be large); the default reads it whole.
+    fn put_file(&self, path: &str, from: &Path) -> Result<(u64, u64)> {
+        let bytes = std::fs::read(from)
+            .map_err(|e| WeirError::io(format!("reading {}", from.display()), e))?;
+        self.put(path, &bytes)?;
+        Ok((bytes.len() as u64, xxhash_rust::xxh3::xxh3_64(&bytes)))
+    }
+    /// Copies `path` to the local file `to`; returns its length and xxh3.
+    fn get_file(&self, path: &str, to: &Path) -> Result<(u64, u64)> {
+        let bytes = self.get(path)?;
+        std::fs::write(to, &bytes)
+            .map_err(|e| WeirError::io(format!("writing {}", to.display()), e))?;
+        Ok((bytes.len() as u64, xxhash_rust::xxh3::xxh3_64(&bytes)))
+    }
+    /// The length and xxh3 of `path` (verifying a checkpoint).
+    fn checksum(&self, path: &str) -> Result<(u64, u64)> {
+        let bytes = self.get(path)?;
+        Ok((bytes.len() as u64, xxhash_rust::xxh3::xxh3_64(&bytes)))
+    }
+}
+
+/// Copies `from` to `to` in blocks, hashing as it goes: (length, xxh3).
+fn copy_hashing(from: &mut impl Read, to: Option<&mut dyn Write>) -> std::io::Result<(u64, u64)> {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    let mut to = to;
+    loop {
+        let k = from.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        if let Some(w) = to.as_mut() {
+            w.write_all(&buf[..k])?;
+        }
+        n += k as u64;
+    }
+    Ok((n, h.digest()))
+}
+
+/// Checkpoint storage as a [`FileSource`] for restoring native snapshots.
+#[derive(Clone)]
+pub struct StorageFiles(pub Arc<dyn CheckpointStorage>);
+
+impl std::fmt::Debug for StorageFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StorageFiles({})", self.0.describe())
+    }
+}
+
+impl FileSource for StorageFiles {
+    fn fetch(&self, path: &str, to: &Path) -> std::result::Result<(u64, u64), String> {
+        self.0.get_file(path, to).map_err(|e| e.to_string())
+    }
 }
 
 /// Checkpoints in a local directory.
@@ -86,5 +149,57 @@ impl CheckpointStorage for LocalStorage {
     }
     fn describe(&self) -> String {
         self.root.display().to_string()
+    }
+    fn delete(&self, path: &str) -> Result<()> {
+        let p = self.root.join(path);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(WeirError::io(format!("deleting {}", p.display()), e)),
+        }
+    }
+    fn put_file(&self, path: &str, from: &Path) -> Result<(u64, u64)> {
+        let full = self.root.join(path);
+        if let Some(dir) = full.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| WeirError::io(format!("creating {}", dir.display()), e))?;
+        }
+        let tmp = full.with_extension("inprogress");
+        let write = || -> std::io::Result<(u64, u64)> {
+            let mut src = std::fs::File::open(from)?;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+            let r = copy_hashing(&mut src, Some(&mut f))?;
+            f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            std::fs::rename(&tmp, &full)?;
+            if let Some(dir) = full.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(r)
+        };
+        write().map_err(|e| {
+            WeirError::io(
+                format!("copying {} to {}", from.display(), full.display()),
+                e,
+            )
+        })
+    }
+    fn get_file(&self, path: &str, to: &Path) -> Result<(u64, u64)> {
+        let full = self.root.join(path);
+        let copy = || -> std::io::Result<(u64, u64)> {
+            let mut src = std::fs::File::open(&full)?;
+            let mut f = std::io::BufWriter::new(std::fs::File::create(to)?);
+            let r = copy_hashing(&mut src, Some(&mut f))?;
+            f.flush()?;
+            Ok(r)
+        };
+        copy().map_err(|e| {
+            WeirError::io(format!("copying {} to {}", full.display(), to.display()), e)
+        })
+    }
+    fn checksum(&self, path: &str) -> Result<(u64, u64)> {
+        let full = self.root.join(path);
+        std::fs::File::open(&full)
+            .and_then(|mut f| copy_hashing(&mut f, None))
+            .map_err(|e| WeirError::io(format!("reading {}", full.display()), e))
     }
 }

@@ -141,11 +141,11 @@ impl<K: Key, A: 'static, B: 'static, Out: 'static, F: KeyedCoProcessFunction<K, 
     }
     fn snapshot(
         &mut self,
-        _: &CheckpointBarrier,
+        b: &CheckpointBarrier,
         ctx: &mut OperatorContext,
         _: &mut dyn Output<Out>,
     ) -> Result<OperatorSnapshot> {
-        Ok(self.core.snapshot(ctx))
+        self.core.snapshot(b, ctx)
     }
     fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
         self.core.maintain();

@@ -15,18 +15,24 @@ const TTL_PURGE_INTERVAL_MS: i64 = 1_000;
 /// Extracts a key from a record.
 pub type KeyFn<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
 
-/// The snapshot of a keyed operator: its state frozen now (copy-on-write) and its timers, both
-/// serialized by key group later on the coordinator's thread.
+/// The snapshot of a keyed operator for checkpoint `b`. On a backend with a native format
+/// (disk), outside savepoints: the backend's own files now, and its timers serialized by key
+/// group later on the coordinator's thread. Otherwise its state frozen now (copy-on-write) and
+/// its timers, both serialized by key group later on the coordinator's thread.
 pub(crate) fn keyed_snapshot<K: Key, N: weir_state::Namespace>(
     store: &mut KeyedStateStore<K>,
     timers: &TimerService<K, N>,
+    b: &CheckpointBarrier,
     ctx: &OperatorContext,
-) -> OperatorSnapshot {
-    let job = store.snapshot_deferred(ctx.max_parallelism, timers.snapshot());
-    OperatorSnapshot {
-        deferred: weir_runtime::checkpoint::Deferred::new(job),
+) -> Result<OperatorSnapshot> {
+    let s = store
+        .snapshot(b.id, !b.savepoint, timers.snapshot())
+        .map_err(|e| ctx.operator_error(format!("snapshotting keyed state: {e}")))?;
+    Ok(OperatorSnapshot {
+        native: s.native,
+        deferred: weir_runtime::checkpoint::Deferred::new(s.deferred),
         ..Default::default()
-    }
+    })
 }
 
 /// Keyed state, timers and key extraction shared by keyed operators.
@@ -36,23 +42,40 @@ pub(crate) struct KeyedCore<K: Key> {
     next_purge_ms: i64,
 }
 
+/// The keyed state store of an operator subtask, on the job's backend, restored from
+/// `ctx.restored` when restoring (timers wait in it for `take_restored_timers`). Register state
+/// after this: a disk backend then restores from its own files instead of entry by entry.
+pub(crate) fn restored_store<K: Key>(ctx: &OperatorContext) -> Result<KeyedStateStore<K>> {
+    let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()).with_scope(
+        &ctx.uid,
+        ctx.subtask,
+        ctx.parallelism,
+        ctx.max_parallelism,
+    );
+    if let Some(r) = &ctx.restored {
+        if !r.native.is_empty() {
+            let files = r.files.as_ref().ok_or_else(|| {
+                ctx.operator_error("restoring keyed state: the checkpoint's storage is unknown")
+            })?;
+            store
+                .restore_native(&r.native, files)
+                .map_err(|e| ctx.operator_error(format!("restoring keyed state: {e}")))?;
+        }
+        store
+            .restore_blocks(&r.keyed)
+            .map_err(|e| ctx.operator_error(format!("restoring keyed state: {e}")))?;
+    }
+    Ok(store)
+}
+
 impl<K: Key> KeyedCore<K> {
     /// A store and timer service, restored from `ctx.restored` when restoring.
     pub fn new(ctx: &OperatorContext) -> Result<Self> {
-        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()).with_scope(
-            &ctx.uid,
-            ctx.subtask,
-            ctx.max_parallelism,
-        );
+        let mut store = restored_store(ctx)?;
         let mut timers = TimerService::default();
-        if let Some(r) = &ctx.restored {
-            store
-                .restore_blocks(&r.keyed)
-                .map_err(|e| ctx.operator_error(format!("restoring keyed state: {e}")))?;
-            timers
-                .restore(&store.take_restored_timers())
-                .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
-        }
+        timers
+            .restore(&store.take_restored_timers())
+            .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
         Ok(KeyedCore {
             store,
             timers,
@@ -60,9 +83,13 @@ impl<K: Key> KeyedCore<K> {
         })
     }
 
-    /// Keyed state and timers by key group: frozen now, serialized later off this thread.
-    pub fn snapshot(&mut self, ctx: &OperatorContext) -> OperatorSnapshot {
-        keyed_snapshot(&mut self.store, &self.timers, ctx)
+    /// Keyed state and timers for checkpoint `b` (see [`keyed_snapshot`]).
+    pub fn snapshot(
+        &mut self,
+        b: &CheckpointBarrier,
+        ctx: &OperatorContext,
+    ) -> Result<OperatorSnapshot> {
+        keyed_snapshot(&mut self.store, &self.timers, b, ctx)
     }
 
     /// A checkpoint completed: merge copy-on-write deltas back.
@@ -178,11 +205,11 @@ impl<K: Key, In: 'static, Out: 'static, F: KeyedProcessFunction<K, In, Out>>
 
     fn snapshot(
         &mut self,
-        _: &CheckpointBarrier,
+        b: &CheckpointBarrier,
         ctx: &mut OperatorContext,
         _: &mut dyn Output<Out>,
     ) -> Result<OperatorSnapshot> {
-        Ok(self.core.snapshot(ctx))
+        self.core.snapshot(b, ctx)
     }
     fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
         self.core.maintain();
@@ -236,11 +263,11 @@ impl<K: Key, T: weir_types::Data, F: FnMut(T, T) -> T + 'static> OneInputOperato
     }
     fn snapshot(
         &mut self,
-        _: &CheckpointBarrier,
+        b: &CheckpointBarrier,
         ctx: &mut OperatorContext,
         _: &mut dyn Output<T>,
     ) -> Result<OperatorSnapshot> {
-        Ok(self.core.snapshot(ctx))
+        self.core.snapshot(b, ctx)
     }
     fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
         self.core.maintain();

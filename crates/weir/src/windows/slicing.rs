@@ -74,21 +74,14 @@ where
             slices.slide > 0 && slices.size > slices.slide && slices.size % slices.slide == 0,
             "slicing needs a size that is a multiple of the slide"
         );
-        let mut store = KeyedStateStore::new(&*ctx.state_backend, ctx.clock.clone()).with_scope(
-            &ctx.uid,
-            ctx.subtask,
-            ctx.max_parallelism,
-        );
+        let mut store = crate::operators::keyed::restored_store(ctx)?;
         let cfg = |e: weir_state::StateError| WeirError::Config(e.to_string());
         let contents = AggregatingState::register(&mut store, "window-slices", agg.clone(), None)
             .map_err(cfg)?;
         let mut timers = TimerService::default();
-        if let Some(r) = &ctx.restored {
-            store.restore_blocks(&r.keyed).map_err(cfg)?;
-            timers
-                .restore(&store.take_restored_timers())
-                .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
-        }
+        timers
+            .restore(&store.take_restored_timers())
+            .map_err(|e| ctx.operator_error(format!("restoring timers: {e}")))?;
         Ok(SlicingOp {
             key,
             slices,
@@ -179,15 +172,11 @@ where
 {
     fn snapshot(
         &mut self,
-        _: &CheckpointBarrier,
+        b: &CheckpointBarrier,
         ctx: &mut OperatorContext,
         _: &mut dyn Output<R>,
     ) -> Result<OperatorSnapshot> {
-        Ok(crate::operators::keyed::keyed_snapshot(
-            &mut self.store,
-            &self.timers,
-            ctx,
-        ))
+        crate::operators::keyed::keyed_snapshot(&mut self.store, &self.timers, b, ctx)
     }
     fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
         self.store.maintain();
