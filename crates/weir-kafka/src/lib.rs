@@ -28,7 +28,7 @@ pub mod source;
 
 pub use alignment::WatermarkAlignment;
 pub use avro::Avro;
-pub use record::{Deserializer, Json, KafkaRecord, Raw, RawRecord, Utf8};
+pub use record::{Bytes, Deserializer, Json, KafkaRecord, Raw, RawRecord, Utf8};
 pub use sink::{
     DeadLetterSink, DeliveryGuarantee, KafkaMessage, KafkaSink, DEAD_LETTER_HEADER_ERROR,
     DEAD_LETTER_HEADER_OFFSET, DEAD_LETTER_HEADER_PARTITION, DEAD_LETTER_HEADER_TOPIC,

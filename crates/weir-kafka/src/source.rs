@@ -70,8 +70,9 @@ pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 impl<T: 'static> KafkaSource<T> {
     /// Reads `topics` from the cluster at `brokers` (`host:port,...`), decoding values with
-    /// `deserializer` ([`Raw`](crate::Raw), [`Utf8`](crate::Utf8), [`Json`](crate::Json) or a
-    /// function of [`RawRecord`]). Starts at the earliest offsets, unbounded.
+    /// `deserializer` ([`Raw`](crate::Raw), [`Bytes`](crate::Bytes), [`Utf8`](crate::Utf8),
+    /// [`Json`](crate::Json), [`Avro`](crate::Avro) or a function of [`RawRecord`]). Starts at
+    /// the earliest offsets, unbounded, discovering partitions every 5 minutes.
     pub fn new(
         brokers: impl Into<String>,
         topics: &[&str],
