@@ -86,6 +86,16 @@ impl Deserializer<KafkaRecord> for Raw {
     }
 }
 
+/// The value's bytes; a tombstone is a bad record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bytes;
+
+impl Deserializer<Vec<u8>> for Bytes {
+    fn deserialize(&self, r: &RawRecord<'_>) -> Result<Vec<u8>, String> {
+        Ok(r.value.ok_or("a tombstone (no value)")?.to_vec())
+    }
+}
+
 /// The value as UTF-8 text; invalid UTF-8 (or a tombstone) is a bad record.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Utf8;
@@ -164,8 +174,10 @@ mod tests {
     }
 
     #[test]
-    fn utf8_and_json_reject_what_they_cannot_decode() {
+    fn bytes_utf8_and_json_reject_what_they_cannot_decode() {
         assert_eq!(Utf8.deserialize(&raw(Some(b"ok"), &[])).unwrap(), "ok");
+        assert_eq!(Bytes.deserialize(&raw(Some(b"ok"), &[])).unwrap(), b"ok");
+        assert!(Bytes.deserialize(&raw(None, &[])).is_err());
         assert!(Utf8
             .deserialize(&raw(Some(&[0xff, 0xfe]), &[]))
             .unwrap_err()

@@ -238,6 +238,26 @@ impl<T: Serialize + 'static> KafkaSink<T> {
     }
 }
 
+impl<T: Serialize + 'static> KafkaSink<T> {
+    /// Values as Avro with `avro`'s schema and framing (plain binary, or Confluent's wire format
+    /// with a fixed schema id); the key, if given, from `key`. A value the schema refuses fails
+    /// the job.
+    pub fn avro(
+        brokers: impl Into<String>,
+        topic: impl Into<String>,
+        avro: crate::Avro<T>,
+        key: Option<fn(&T) -> Vec<u8>>,
+    ) -> Self {
+        Self::new(brokers, topic, move |v: &T| {
+            let mut m = KafkaMessage::value(avro.encode(v)?);
+            if let Some(k) = key {
+                m.key = Some(k(v));
+            }
+            Ok(m)
+        })
+    }
+}
+
 /// The header that names the dead letter's source topic (as Kafka Connect).
 pub const DEAD_LETTER_HEADER_TOPIC: &str = "__connect.errors.topic";
 /// The header with the source partition.

@@ -1,16 +1,20 @@
 //! The Kafka source.
 //!
-//! Each source subtask reads a fixed share of the partitions of its topics (sorted by topic and
-//! partition, partition `i` goes to subtask `i mod parallelism`) with its own consumer, assigned
-//! by hand (no group rebalancing: Weir decides who reads what). Every partition is a split of
-//! [`SourceOutput`], so with `assign_timestamps` right after the source, watermarks and idleness
-//! are tracked per partition and the source's watermark is their minimum.
+//! Each source subtask reads a fixed share of the partitions of its topics with its own
+//! consumer, assigned by hand (no group rebalancing: Weir decides who reads what). A partition's
+//! subtask depends only on its topic and number (Flink's rule, see `discovery`), so partitions
+//! discovered while the job runs (every [`KafkaSource::discover_partitions_every`]: partitions
+//! added to a topic, topics created that match a pattern) go to exactly one subtask and those
+//! already read never move. Every partition is a split of [`SourceOutput`], so with
+//! `assign_timestamps` right after the source, watermarks and idleness are tracked per
+//! partition and the source's watermark is their minimum; a discovered partition is a new split.
 //!
 //! Positions: the offset of the next record of every partition is the source's checkpointed
 //! state, the source of truth on restore (every subtask receives every entry and keeps its own
 //! partitions'). When a checkpoint completes, those offsets are also committed to the consumer
 //! group, for monitoring tools and for starting a new job with [`StartFrom::Committed`].
 use crate::alignment::Member;
+use crate::discovery::{list_partitions, owner, Topics};
 use crate::record::{Deserializer, RawRecord};
 use crate::{client_config, kafka_err, WatermarkAlignment};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
@@ -58,12 +62,17 @@ pub struct KafkaSource<T> {
     alignment: Option<WatermarkAlignment>,
     batch: usize,
     commit_on_checkpoint: bool,
+    discovery: Option<Duration>,
 }
+
+/// The default interval of partition discovery (as Flink's `partition.discovery.interval.ms`).
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(5 * 60);
 
 impl<T: 'static> KafkaSource<T> {
     /// Reads `topics` from the cluster at `brokers` (`host:port,...`), decoding values with
-    /// `deserializer` ([`Raw`](crate::Raw), [`Utf8`](crate::Utf8), [`Json`](crate::Json) or a
-    /// function of [`RawRecord`]). Starts at the earliest offsets, unbounded.
+    /// `deserializer` ([`Raw`](crate::Raw), [`Bytes`](crate::Bytes), [`Utf8`](crate::Utf8),
+    /// [`Json`](crate::Json), [`Avro`](crate::Avro) or a function of [`RawRecord`]). Starts at
+    /// the earliest offsets, unbounded, discovering partitions every 5 minutes.
     pub fn new(
         brokers: impl Into<String>,
         topics: &[&str],
@@ -81,11 +90,12 @@ impl<T: 'static> KafkaSource<T> {
             alignment: None,
             batch: 500,
             commit_on_checkpoint: true,
+            discovery: Some(DEFAULT_DISCOVERY_INTERVAL),
         }
     }
     /// Reads every topic whose whole name matches the regular expression `pattern` (internal
-    /// topics, starting with `__`, excepted), as listed when each reader starts: topics created
-    /// later are not picked up while the job runs.
+    /// topics, starting with `__`, excepted). Topics created later are picked up by partition
+    /// discovery ([`discover_partitions_every`](Self::discover_partitions_every)).
     pub fn pattern(
         brokers: impl Into<String>,
         pattern: &str,
@@ -109,9 +119,21 @@ impl<T: 'static> KafkaSource<T> {
         self
     }
     /// Bounded: every partition stops at its end offset as of when the reader starts, and the
-    /// source finishes when all have.
+    /// source finishes when all have. No partition discovery.
     pub fn bounded(mut self) -> Self {
         self.bounded = true;
+        self
+    }
+    /// How often each reader lists the topics again (default every 5 minutes,
+    /// [`DEFAULT_DISCOVERY_INTERVAL`], as Flink's `partition.discovery.interval.ms`;
+    /// `Duration::ZERO` turns discovery off; bounded sources never discover). Partitions added
+    /// to the topics, and for a [`pattern`](Self::pattern) the partitions of new matching
+    /// topics, are read from their earliest offset by the subtask that owns them, as new splits
+    /// with their own watermarks; their offsets are checkpointed like the others'. Listing
+    /// blocks the reader's task for one metadata request (at most 10 s; a failure is logged and
+    /// retried at the next interval).
+    pub fn discover_partitions_every(mut self, interval: Duration) -> Self {
+        self.discovery = (!interval.is_zero()).then_some(interval);
         self
     }
     /// A librdkafka consumer property (e.g. `isolation.level`, which defaults to
@@ -185,6 +207,8 @@ impl<T: 'static> Source<T> for KafkaSource<T> {
             batch: self.batch,
             commit: self.commit_on_checkpoint && self.group_id.is_some(),
             bytes_in: None,
+            discovery: self.discovery.filter(|_| !self.bounded),
+            next_discovery: Instant::now(),
         }))
     }
     fn is_bounded(&self) -> bool {
@@ -273,58 +297,115 @@ struct KafkaReader<T> {
     batch: usize,
     commit: bool,
     bytes_in: Option<Counter>,
+    /// Partition discovery's interval (`None`: off).
+    discovery: Option<Duration>,
+    next_discovery: Instant,
 }
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// A discovery blocks the task thread: a shorter bound than at start (it is retried anyway).
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<T: 'static> KafkaReader<T> {
     /// Finds this subtask's partitions and where each starts; assigns them.
     fn start(&mut self, out: &mut SourceOutput<T>) -> Result<()> {
         self.started = true;
         self.bytes_in = Some(out.ctx.counter("bytes_in"));
-        let mut all = Vec::new();
-        if let Some(re) = &self.pattern {
-            let md = self
-                .consumer
-                .fetch_metadata(None, TIMEOUT)
-                .map_err(|e| kafka_err("listing topics", e))?;
-            let mut names: Vec<String> = md
-                .topics()
-                .iter()
-                .map(|t| t.name().to_string())
-                .filter(|n| !n.starts_with("__") && re.is_match(n))
-                .collect();
-            names.sort();
-            self.topics = names;
+        if let Some(d) = self.discovery {
+            self.next_discovery = Instant::now() + d;
         }
-        for t in &self.topics {
-            let md = self
-                .consumer
-                .fetch_metadata(Some(t), TIMEOUT)
-                .map_err(|e| kafka_err(format!("metadata of topic '{t}'"), e))?;
-            let Some(mt) = md.topics().iter().find(|x| x.name() == t) else {
-                return Err(WeirError::Config(format!("kafka: no topic '{t}'")));
-            };
-            if let Some(e) = mt.error() {
-                return Err(kafka_err(
-                    format!("metadata of topic '{t}'"),
-                    format!("{e:?}"),
-                ));
-            }
-            for p in mt.partitions() {
-                all.push((t.clone(), p.id()));
-            }
-        }
-        all.sort();
+        let all = list_partitions(&self.consumer, self.topics(), TIMEOUT, true)?;
         let mine: Vec<(String, i32)> = all
             .into_iter()
-            .enumerate()
-            .filter(|(i, _)| i % self.parallelism == self.subtask)
-            .map(|(_, tp)| tp)
+            .filter(|(t, p)| owner(t, *p, self.parallelism) == self.subtask)
             .collect();
+        let starts = self.start_offsets(mine, true)?;
+        let tpl = self.add_parts(starts, out)?;
+        tracing::info!(
+            "kafka source subtask {}/{}: {} partitions: {}",
+            self.subtask,
+            self.parallelism,
+            self.parts.len(),
+            self.parts
+                .iter()
+                .map(|p| format!("{}-{}@{}", p.topic, p.partition, p.next))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_err("assigning partitions", e))?;
+        Ok(())
+    }
+
+    fn topics(&self) -> Topics<'_> {
+        match &self.pattern {
+            Some(re) => Topics::Pattern(re),
+            None => Topics::Named(&self.topics),
+        }
+    }
+
+    /// Partition discovery: lists the topics again and starts reading, from their earliest
+    /// offsets, the partitions this subtask owns that it does not read yet. A failure to list
+    /// them is only logged: the next discovery tries again.
+    fn discover(&mut self, out: &mut SourceOutput<T>) -> Result<()> {
+        let all = match list_partitions(&self.consumer, self.topics(), DISCOVERY_TIMEOUT, false) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("kafka source: partition discovery: {e}");
+                return Ok(());
+            }
+        };
+        let new: Vec<(String, i32)> = all
+            .into_iter()
+            .filter(|(t, p)| {
+                owner(t, *p, self.parallelism) == self.subtask && self.part_of(t, *p).is_none()
+            })
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let starts = match self.start_offsets(new, false) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("kafka source: partition discovery: {e}");
+                return Ok(());
+            }
+        };
+        let first = self.parts.len();
+        let tpl = self.add_parts(starts, out)?;
+        tracing::info!(
+            "kafka source subtask {}/{}: discovered {}",
+            self.subtask,
+            self.parallelism,
+            self.parts[first..]
+                .iter()
+                .map(|p| format!("{}-{}@{}", p.topic, p.partition, p.next))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        // Adds to the assignment; the partitions already assigned keep their fetch positions.
+        self.consumer
+            .incremental_assign(&tpl)
+            .map_err(|e| kafka_err("assigning discovered partitions", e))
+    }
+
+    /// Where each partition starts, with its end offset: `(topic, partition, next, high)`.
+    /// Positions restored from a checkpoint win; otherwise partitions found at start (`initial`)
+    /// follow [`StartFrom`], and discovered ones start at their earliest offset (as Flink's).
+    fn start_offsets(
+        &self,
+        mine: Vec<(String, i32)>,
+        initial: bool,
+    ) -> Result<Vec<(String, i32, i64, i64)>> {
+        let start = if initial {
+            &self.start
+        } else {
+            &StartFrom::Earliest
+        };
         // Concrete start offsets for everything (never "latest": a restore must not skip).
         let mut committed: HashMap<(String, i32), i64> = HashMap::new();
-        if matches!(self.start, StartFrom::Committed { .. }) && !mine.is_empty() {
+        if matches!(start, StartFrom::Committed { .. }) && !mine.is_empty() {
             if self.group_id.is_none() {
                 return Err(WeirError::Config(
                     "kafka: StartFrom::Committed needs a group id".into(),
@@ -345,11 +426,11 @@ impl<T: 'static> KafkaReader<T> {
             }
         }
         let mut by_time: HashMap<(String, i32), i64> = HashMap::new();
-        if let StartFrom::Timestamp(ts) = self.start {
+        if let StartFrom::Timestamp(ts) = start {
             if !mine.is_empty() {
                 let mut tpl = TopicPartitionList::new();
                 for (t, p) in &mine {
-                    tpl.add_partition_offset(t, *p, Offset::Offset(ts))
+                    tpl.add_partition_offset(t, *p, Offset::Offset(*ts))
                         .map_err(|e| kafka_err("offsets for a timestamp", e))?;
                 }
                 let r = self
@@ -363,19 +444,19 @@ impl<T: 'static> KafkaReader<T> {
                 }
             }
         }
-        let mut tpl = TopicPartitionList::new();
-        let name = out.ctx.name.clone();
+        let mut starts = Vec::with_capacity(mine.len());
         for (t, p) in mine {
             let (low, high) = self
                 .consumer
                 .fetch_watermarks(&t, p, TIMEOUT)
                 .map_err(|e| kafka_err(format!("offsets of {t}-{p}"), e))?;
-            let key = (t.clone(), p);
+            let key = (t, p);
             let restored = self.restored.as_ref().map(|r| r.get(&key).copied());
             let next = match restored {
+                Some(Some(r)) => r,
                 // A partition the checkpoint does not know (new): from its beginning.
-                Some(r) => r.unwrap_or(low),
-                None => match &self.start {
+                Some(None) => low,
+                None => match start {
                     StartFrom::Earliest => low,
                     StartFrom::Latest => high,
                     StartFrom::Timestamp(_) => by_time.get(&key).copied().unwrap_or(high),
@@ -387,6 +468,21 @@ impl<T: 'static> KafkaReader<T> {
                 },
             }
             .max(low);
+            starts.push((key.0, key.1, next, high));
+        }
+        Ok(starts)
+    }
+
+    /// Makes each partition a split of `out` and one of `self.parts`; returns those to assign
+    /// (in bounded mode, those already at their end are finished instead).
+    fn add_parts(
+        &mut self,
+        starts: Vec<(String, i32, i64, i64)>,
+        out: &mut SourceOutput<T>,
+    ) -> Result<TopicPartitionList> {
+        let mut tpl = TopicPartitionList::new();
+        let name = out.ctx.name.clone();
+        for (t, p, next, high) in starts {
             let split = out.add_split(format!("{t}-{p}"), PositionKind::Offset);
             let scope = format!("{name}.{t}-{p}");
             let metrics = &out.ctx.metrics;
@@ -419,21 +515,7 @@ impl<T: 'static> KafkaReader<T> {
                 .map_err(|e| kafka_err("assigning partitions", e))?;
             self.parts.push(part);
         }
-        tracing::info!(
-            "kafka source subtask {}/{}: {} partitions: {}",
-            self.subtask,
-            self.parallelism,
-            self.parts.len(),
-            self.parts
-                .iter()
-                .map(|p| format!("{}-{}@{}", p.topic, p.partition, p.next))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        self.consumer
-            .assign(&tpl)
-            .map_err(|e| kafka_err("assigning partitions", e))?;
-        Ok(())
+        Ok(tpl)
     }
 
     fn finish_part(&mut self, i: usize, out: &mut SourceOutput<T>) -> Result<()> {
@@ -566,6 +648,13 @@ impl<T: 'static> SourceReader<T> for KafkaReader<T> {
             self.start(out)?;
         }
         self.periodic(out)?;
+        if let Some(d) = self.discovery {
+            let now = Instant::now();
+            if now >= self.next_discovery {
+                self.discover(out)?;
+                self.next_discovery = Instant::now() + d;
+            }
+        }
         if self.bounded && self.parts.iter().all(|p| p.finished) {
             return Ok(Poll::Finished);
         }

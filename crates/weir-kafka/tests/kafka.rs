@@ -59,18 +59,6 @@ fn exactly_once_sink_without_checkpoints_commits_at_the_end() {
     assert_eq!(got, want);
 }
 
-/// Waits until `f` holds (or panics after `secs`).
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn unbounded_source_reads_records_that_arrive_later() {
     let topic = unique("unbounded");

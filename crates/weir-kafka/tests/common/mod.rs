@@ -1,7 +1,7 @@
 //! Test helpers: a real Kafka broker (started once per test binary through `scripts/services`,
 //! unless `KAFKA_BOOTSTRAP` names one already), topics, producing and reading back.
 #![allow(dead_code)]
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -72,6 +72,32 @@ pub fn create_topic(name: &str, partitions: i32) {
         .unwrap();
     for x in r {
         x.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
+    }
+}
+
+/// Grows `topic` to `total` partitions.
+pub fn add_partitions(topic: &str, total: usize) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap())
+        .create()
+        .unwrap();
+    let r = tokio_rt()
+        .block_on(admin.create_partitions(
+            &[NewPartitions::new(topic, total)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap();
+    for x in r {
+        x.unwrap_or_else(|(t, e)| panic!("adding partitions to {t}: {e}"));
+    }
+}
+
+/// Waits until `f` holds (or panics after `secs`).
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
