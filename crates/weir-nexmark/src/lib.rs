@@ -27,6 +27,7 @@
 
 pub mod files;
 pub mod generator;
+pub mod latency;
 pub mod model;
 pub mod queries;
 
