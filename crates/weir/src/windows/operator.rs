@@ -507,10 +507,7 @@ where
                     ts: rec.ts,
                     value: value.expect("not added"),
                 };
-                match &self.late_tag {
-                    Some(tag) => ctx.side_outputs.emit(tag, rec)?,
-                    None => self.late_dropped.inc(),
-                }
+                self.late(rec, ctx)?;
             }
         }
         Ok(())
@@ -531,10 +528,7 @@ where
             self.windows = windows;
             // Flink's `isElementLate` (see `process`), with no allowed lateness.
             if event && rec.ts <= wm {
-                match &self.late_tag {
-                    Some(tag) => ctx.side_outputs.emit(tag, rec)?,
-                    None => self.late_dropped.inc(),
-                }
+                self.late(rec, ctx)?;
             }
             return Ok(());
         }
@@ -559,6 +553,15 @@ where
             }
         }
         self.windows = windows;
+        Ok(())
+    }
+
+    /// A record too late for every window: to the late-data side output, or counted.
+    fn late(&mut self, rec: Record<T>, ctx: &mut OperatorContext) -> Result<()> {
+        match &self.late_tag {
+            Some(tag) => ctx.side_outputs.emit(tag, rec)?,
+            None => self.late_dropped.inc(),
+        }
         Ok(())
     }
 
@@ -670,10 +673,7 @@ where
         // Flink's `isElementLate`: `timestamp + allowedLateness <= watermark` in Java longs
         // (with a huge allowed lateness the sum wraps and the record counts as late).
         if skipped && self.is_event_time() && rec.ts.wrapping_add(self.lateness_ms) <= wm {
-            match &self.late_tag {
-                Some(tag) => ctx.side_outputs.emit(tag, rec)?,
-                None => self.late_dropped.inc(),
-            }
+            self.late(rec, ctx)?;
         }
         Ok(())
     }
