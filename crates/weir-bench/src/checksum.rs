@@ -65,6 +65,13 @@ impl fmt::Display for Checksum {
 }
 
 impl Checksum {
+    /// Adds another subtask's checksum (column by column, wrapping).
+    pub fn add_all(&mut self, o: &Checksum) {
+        self.emitted += o.emitted;
+        for (a, b) in self.v.iter_mut().zip(o.v) {
+            *a = a.wrapping_add(b);
+        }
+    }
     /// The columns that do not depend on arrival order at parallelism `p`. With p > 1, which
     /// row of a key arrives first at `dedup` depends on thread timing (in Flink too), so only
     /// the count and Σk are deterministic.
@@ -107,10 +114,7 @@ impl Summary for EventSums {
         c.v[3] = c.v[3].wrapping_add(e.price as u64);
     }
     fn merge(&mut self, o: Self) {
-        self.0.emitted += o.0.emitted;
-        for i in 0..5 {
-            self.0.v[i] = self.0.v[i].wrapping_add(o.0.v[i]);
-        }
+        self.0.add_all(&o.0);
     }
     fn checksum(&self) -> Checksum {
         self.0
@@ -133,10 +137,7 @@ impl Summary for ProjSums {
         c.v[3] = c.v[3].wrapping_add((p.price_eur * 1000.0).round() as u64);
     }
     fn merge(&mut self, o: Self) {
-        self.0.emitted += o.0.emitted;
-        for i in 0..5 {
-            self.0.v[i] = self.0.v[i].wrapping_add(o.0.v[i]);
-        }
+        self.0.add_all(&o.0);
     }
     fn checksum(&self) -> Checksum {
         self.0
@@ -315,10 +316,7 @@ impl<const SESSION: bool> Summary for WindowSumsOf<SESSION> {
         }
     }
     fn merge(&mut self, o: Self) {
-        self.c.emitted += o.c.emitted;
-        for i in 0..5 {
-            self.c.v[i] = self.c.v[i].wrapping_add(o.c.v[i]);
-        }
+        self.c.add_all(&o.c);
         self.starts.extend(o.starts);
     }
     fn checksum(&self) -> Checksum {
@@ -349,10 +347,7 @@ impl Summary for HopSums {
         self.starts.insert(start);
     }
     fn merge(&mut self, o: Self) {
-        self.c.emitted += o.c.emitted;
-        for i in 0..5 {
-            self.c.v[i] = self.c.v[i].wrapping_add(o.c.v[i]);
-        }
+        self.c.add_all(&o.c);
         self.starts.extend(o.starts);
     }
     fn checksum(&self) -> Checksum {
