@@ -1,10 +1,15 @@
-//! Channels between tasks: bounded queues of byte buffers, and the writer that fills them.
+//! Channels between tasks: bounded queues of record batches, and the writer that fills them.
 //!
 //! One channel joins one sending subtask to one receiving subtask. It holds at most
-//! `channel_buffers_max` messages; a buffer holds at most `buffer_records_max` records and is
+//! `channel_buffers_max` messages; a batch holds at most `buffer_records_max` records and is
 //! sent once it reaches `buffer_bytes_max` bytes, so a channel holds at most about
 //! `channel_buffers_max × buffer_bytes_max` bytes. A full channel blocks its sender: that is
 //! back-pressure, and it reaches the sources through every full channel on the way.
+//!
+//! Between tasks of one process a batch carries the records themselves (a `Vec`, moved, never
+//! encoded); its bytes are counted by [`record_bytes`] (size in memory, plus the encoded size
+//! of values that own heap memory). With [`JobConfig::encode_channels`] — and on any channel
+//! that leaves the process — batches are encoded ([`Buffer`]).
 use crate::checkpoint::{CheckpointBarrier, FINAL_SNAPSHOT};
 use crate::context::{CancelToken, JobConfig};
 use crate::output::{Control, Output};
@@ -12,7 +17,7 @@ use crossbeam_channel as cb;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use weir_types::codec::Buffer;
+use weir_types::codec::{record_bytes, Batch, Buffer};
 use weir_types::keygroup::{key_group_of_hash, subtask_for_key_group};
 use weir_types::metrics::Gauge;
 use weir_types::{Data, Record, Result, Watermark, WatermarkStatus, WeirError};
@@ -20,8 +25,8 @@ use weir_types::{Data, Record, Result, Watermark, WatermarkStatus, WeirError};
 /// What travels on a channel, in order.
 #[derive(Debug)]
 pub enum Message {
-    /// A batch of encoded records.
-    Data(Buffer),
+    /// A batch of records.
+    Data(Batch),
     /// The sender's watermark advanced.
     Watermark(Watermark),
     /// The sender became idle or active.
@@ -35,7 +40,7 @@ pub enum Message {
 impl Message {
     fn bytes(&self) -> i64 {
         match self {
-            Message::Data(b) => b.bytes.len() as i64,
+            Message::Data(b) => b.bytes() as i64,
             _ => 0,
         }
     }
@@ -201,16 +206,24 @@ impl<T> Partition<T> {
     }
 }
 
-/// Encodes records into per-receiver buffers and sends them: the [`Output`] at the end of a
-/// chain whose consumer is in another task.
+/// The batch being filled for one receiver.
+struct Pending<T> {
+    typed: Vec<Record<T>>,
+    encoded: Buffer,
+    bytes: usize,
+}
+
+/// Batches records per receiver and sends them: the [`Output`] at the end of a chain whose
+/// consumer is in another task.
 pub struct ChannelWriter<T> {
     senders: Vec<Sender>,
-    bufs: Vec<Buffer>,
+    pending: Vec<Pending<T>>,
     partition: Partition<T>,
     next: usize,
     max_parallelism: usize,
     bytes_max: usize,
     records_max: u32,
+    encode: bool,
 }
 
 impl<T: Data> ChannelWriter<T> {
@@ -222,9 +235,18 @@ impl<T: Data> ChannelWriter<T> {
         cfg: &JobConfig,
     ) -> Self {
         let n = senders.len();
+        let encode = cfg.encode_channels;
         ChannelWriter {
-            bufs: (0..n)
-                .map(|_| Buffer::with_capacity(cfg.buffer_bytes_max + 256))
+            pending: (0..n)
+                .map(|_| Pending {
+                    typed: Vec::new(),
+                    encoded: if encode {
+                        Buffer::with_capacity(cfg.buffer_bytes_max + 256)
+                    } else {
+                        Buffer::default()
+                    },
+                    bytes: 0,
+                })
                 .collect(),
             senders,
             partition,
@@ -232,30 +254,47 @@ impl<T: Data> ChannelWriter<T> {
             max_parallelism: cfg.max_parallelism,
             bytes_max: cfg.buffer_bytes_max,
             records_max: cfg.buffer_records_max,
+            encode,
         }
     }
 
     #[inline]
-    fn push(&mut self, i: usize, rec: &Record<T>) -> Result<()> {
-        let b = &mut self.bufs[i];
-        b.push(rec);
-        if b.bytes.len() >= self.bytes_max || b.records >= self.records_max {
+    fn push(&mut self, i: usize, rec: Record<T>) -> Result<()> {
+        let p = &mut self.pending[i];
+        let full = if self.encode {
+            p.encoded.push(&rec);
+            p.encoded.bytes.len() >= self.bytes_max || p.encoded.records >= self.records_max
+        } else {
+            if p.typed.capacity() == 0 {
+                p.typed.reserve(self.records_max.min(1024) as usize);
+            }
+            p.bytes += record_bytes(&rec);
+            p.typed.push(rec);
+            p.bytes >= self.bytes_max || p.typed.len() >= self.records_max as usize
+        };
+        if full {
             self.send_buffer(i)?;
         }
         Ok(())
     }
 
     fn send_buffer(&mut self, i: usize) -> Result<()> {
-        let full = std::mem::replace(
-            &mut self.bufs[i],
-            Buffer::with_capacity(self.bytes_max + 256),
-        );
-        self.senders[i].send(Message::Data(full))
+        let p = &mut self.pending[i];
+        let batch = if self.encode {
+            Batch::Encoded(std::mem::replace(
+                &mut p.encoded,
+                Buffer::with_capacity(self.bytes_max + 256),
+            ))
+        } else {
+            Batch::typed(std::mem::take(&mut p.typed), std::mem::take(&mut p.bytes))
+        };
+        self.senders[i].send(Message::Data(batch))
     }
 
     fn flush(&mut self) -> Result<()> {
-        for i in 0..self.bufs.len() {
-            if !self.bufs[i].is_empty() {
+        for i in 0..self.pending.len() {
+            let p = &self.pending[i];
+            if !p.typed.is_empty() || !p.encoded.is_empty() {
                 self.send_buffer(i)?;
             }
         }
@@ -294,13 +333,22 @@ impl<T: Data> Output<T> for ChannelWriter<T> {
                 i
             }
             Partition::Broadcast => {
-                for i in 0..n {
-                    self.push(i, &rec)?;
+                for i in 1..n {
+                    self.push(i, rec.clone())?;
                 }
-                return Ok(());
+                return self.push(0, rec);
             }
         };
-        self.push(i, &rec)
+        self.push(i, rec)
+    }
+    fn collect_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
+        let mut r = Ok(());
+        for rec in batch.drain(..) {
+            if r.is_ok() {
+                r = self.collect(rec);
+            }
+        }
+        r
     }
     fn watermark(&mut self, wm: Watermark) -> Result<()> {
         self.send_all(|| Message::Watermark(wm))
@@ -329,13 +377,12 @@ impl<T: Data> Output<T> for ChannelWriter<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_types::codec::Buffer;
 
     fn data(bytes: usize) -> Message {
-        Message::Data(Buffer {
+        Message::Data(Batch::Encoded(Buffer {
             bytes: vec![0; bytes],
             records: 1,
-        })
+        }))
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct JobConfig {
     pub buffer_records_max: u32,
     /// Buffers a channel holds before its sender blocks (back-pressure).
     pub channel_buffers_max: usize,
+    /// Encode records on every channel, as a channel to another process must. Off by
+    /// default: between tasks of one process, batches carry the records themselves.
+    pub encode_channels: bool,
     /// Processing time.
     pub clock: Arc<dyn Clock>,
     /// Where keyed state lives.
@@ -51,6 +54,7 @@ impl Default for JobConfig {
             buffer_bytes_max: 32 * 1024,
             buffer_records_max: 1024,
             channel_buffers_max: 4,
+            encode_channels: false,
             clock: Arc::new(SystemClock),
             state_backend: Arc::new(MemoryBackend),
             auto_watermark_interval_ms: 200,

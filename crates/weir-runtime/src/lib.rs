@@ -41,6 +41,6 @@ pub use context::{
 };
 pub use executor::{execute, execute_with, JobControl, JobResult};
 pub use operator::{OneInputOperator, TwoInputOperator};
-pub use output::{Control, Output};
+pub use output::{Control, Output, VecOutput};
 pub use source::{Poll, Source, SourceOutput, SourceReader};
 pub use watermark::{WatermarkEmit, WatermarkStrategy};

@@ -32,6 +32,19 @@ impl Control {
 pub trait Output<T> {
     /// One record.
     fn collect(&mut self, rec: Record<T>) -> Result<()>;
+    /// Several records, in order, as if collected one by one; leaves `batch` empty (its
+    /// allocation stays with the caller, to be refilled). Stages that can work a batch at a
+    /// time (map, filter, keyed state with grouped lookups, sinks) override it.
+    #[inline]
+    fn collect_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
+        let mut r = Ok(());
+        for rec in batch.drain(..) {
+            if r.is_ok() {
+                r = self.collect(rec);
+            }
+        }
+        r
+    }
     /// Event time advanced.
     fn watermark(&mut self, wm: Watermark) -> Result<()>;
     /// The stream became idle or active.
@@ -81,11 +94,63 @@ impl<T: Clone> Output<T> for Fanout<T> {
     }
 }
 
+/// Gathers the records an operator emits while it works a batch, so they go on as one batch;
+/// everything else is an error (an operator emits only records from `process`).
+pub struct VecOutput<T> {
+    /// The records collected so far.
+    pub buf: Vec<Record<T>>,
+}
+
+impl<T> Default for VecOutput<T> {
+    fn default() -> Self {
+        VecOutput { buf: Vec::new() }
+    }
+}
+
+impl<T> Output<T> for VecOutput<T> {
+    #[inline]
+    fn collect(&mut self, rec: Record<T>) -> Result<()> {
+        self.buf.push(rec);
+        Ok(())
+    }
+    fn collect_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
+        self.buf.append(batch);
+        Ok(())
+    }
+    fn watermark(&mut self, _: Watermark) -> Result<()> {
+        Err(weir_types::WeirError::Internal(
+            "watermark emitted while processing records".into(),
+        ))
+    }
+    fn status(&mut self, _: WatermarkStatus) -> Result<()> {
+        Err(weir_types::WeirError::Internal(
+            "status emitted while processing records".into(),
+        ))
+    }
+    fn end_input(&mut self) -> Result<()> {
+        Err(weir_types::WeirError::Internal(
+            "end of input emitted while processing records".into(),
+        ))
+    }
+    fn control(&mut self, _: &mut Control) -> Result<()> {
+        Ok(())
+    }
+    fn barrier(&mut self, _: &CheckpointBarrier) -> Result<()> {
+        Err(weir_types::WeirError::Internal(
+            "barrier emitted while processing records".into(),
+        ))
+    }
+}
+
 /// Drops everything: the output of a stream nobody consumes.
 pub struct Discard;
 
 impl<T> Output<T> for Discard {
     fn collect(&mut self, _: Record<T>) -> Result<()> {
+        Ok(())
+    }
+    fn collect_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
+        batch.clear();
         Ok(())
     }
     fn watermark(&mut self, _: Watermark) -> Result<()> {

@@ -171,6 +171,51 @@ impl<T: 'static> SourceOutput<T> {
         Ok(())
     }
 
+    /// Emits records of split `split` as one batch; each record's `ts` is the source's own
+    /// timestamp (or [`NO_TIMESTAMP`]) and is replaced by the assigned one. Equivalent to
+    /// [`SourceOutput::collect`] for each in turn (with a per-record watermark strategy it is
+    /// exactly that), but pushes the batch down the chain in one call. Errors downstream name
+    /// the position last given to [`SourceOutput::set_position`]: set it to the batch's first
+    /// record. Leaves `batch` empty.
+    pub fn collect_batch(&mut self, split: usize, batch: &mut Vec<Record<T>>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let Some(strategy) = &self.strategy else {
+            self.ctx.records_in.add(batch.len() as u64);
+            return self.chain.collect_batch(batch);
+        };
+        if strategy.generate && strategy.emit == WatermarkEmit::PerRecord {
+            let mut r = Ok(());
+            for rec in batch.drain(..) {
+                if r.is_ok() {
+                    r = self.collect(split, rec.value, rec.ts);
+                }
+            }
+            return r;
+        }
+        self.ctx.records_in.add(batch.len() as u64);
+        let generate = strategy.generate;
+        let s = &mut self.splits[split];
+        for rec in batch.iter_mut() {
+            rec.ts = strategy.timestamp(&rec.value, rec.ts);
+            if generate && rec.ts != NO_TIMESTAMP {
+                s.gen.on_event(rec.ts);
+            }
+        }
+        if strategy.idle_timeout_ms.is_some() {
+            s.last_record_ms = self.ctx.clock.now_ms();
+        }
+        if s.idle {
+            s.idle = false;
+            self.set_split_status(split, WatermarkStatus::Active)?;
+        } else if self.emitted_idle {
+            self.emitted_idle = false;
+            self.emit_status(WatermarkStatus::Active)?;
+        }
+        self.chain.collect_batch(batch)
+    }
+
     /// Applies the source's bad-record policy to input at `offset` of `split` that could not be
     /// decoded.
     pub fn bad_record(

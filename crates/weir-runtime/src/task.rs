@@ -15,9 +15,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_types::codec::Buffer;
+use weir_types::codec::Batch;
 use weir_types::metrics::Counter;
-use weir_types::{Clock, Data, Result, Watermark, WatermarkStatus, WeirError};
+use weir_types::{Clock, Data, Record, Result, Watermark, WatermarkStatus, WeirError};
 
 /// The longest a task blocks before it checks for cancellation (ms).
 const POLL_CANCEL_MS: i64 = 100;
@@ -150,7 +150,7 @@ fn final_barrier() -> CheckpointBarrier {
 /// The head of a task that reads channels: decodes buffers and drives the chain.
 pub trait InputHead {
     /// A buffer from a channel of input `input` (0 or 1).
-    fn on_data(&mut self, input: usize, buf: Buffer) -> Result<()>;
+    fn on_data(&mut self, input: usize, batch: Batch) -> Result<()>;
     /// The task's combined input watermark advanced.
     fn on_watermark(&mut self, wm: Watermark) -> Result<()>;
     /// The task's input became idle or active.
@@ -166,21 +166,27 @@ pub trait InputHead {
 /// The head of a one-input chain.
 pub struct OneInputHead<In> {
     stage: Box<dyn Output<In>>,
+    /// A buffer's records, decoded, on their way into the chain as one batch.
+    batch: Vec<Record<In>>,
 }
 
 impl<In> OneInputHead<In> {
     /// A head feeding `stage`.
     pub fn new(stage: Box<dyn Output<In>>) -> Self {
-        OneInputHead { stage }
+        OneInputHead {
+            stage,
+            batch: Vec::new(),
+        }
     }
 }
 
 impl<In: Data> InputHead for OneInputHead<In> {
-    fn on_data(&mut self, _input: usize, buf: Buffer) -> Result<()> {
-        for rec in buf.decode::<In>() {
-            self.stage.collect(rec?)?;
+    fn on_data(&mut self, _input: usize, batch: Batch) -> Result<()> {
+        if let Err(e) = batch.into_records(&mut self.batch) {
+            self.batch.clear();
+            return Err(e);
         }
-        Ok(())
+        self.stage.collect_batch(&mut self.batch)
     }
     fn on_watermark(&mut self, wm: Watermark) -> Result<()> {
         self.stage.watermark(wm)

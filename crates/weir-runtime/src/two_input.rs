@@ -7,7 +7,7 @@ use crate::output::{erase, AnyOutput, Control, Discard, Output};
 use crate::task::InputHead;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use weir_types::codec::Buffer;
+use weir_types::codec::Batch;
 use weir_types::{Data, Result, Watermark, WatermarkStatus, WeirError};
 
 /// An operator node with two inputs; always the head of its task.
@@ -69,16 +69,18 @@ impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
         self.ctx.side_outputs.barrier(b)?;
         self.out.barrier(b)
     }
-    fn on_data(&mut self, input: usize, buf: Buffer) -> Result<()> {
+    fn on_data(&mut self, input: usize, batch: Batch) -> Result<()> {
         if input == 0 {
-            for rec in buf.decode::<A>() {
-                let rec = rec?;
+            let mut recs = Vec::new();
+            batch.into_records::<A>(&mut recs)?;
+            for rec in recs {
                 self.ctx.records_in.inc();
                 self.guarded(|op, ctx, out| op.process1(rec, ctx, out))?;
             }
         } else {
-            for rec in buf.decode::<B>() {
-                let rec = rec?;
+            let mut recs = Vec::new();
+            batch.into_records::<B>(&mut recs)?;
+            for rec in recs {
                 self.ctx.records_in.inc();
                 self.guarded(|op, ctx, out| op.process2(rec, ctx, out))?;
             }

@@ -121,6 +121,8 @@ pub(crate) trait ErasedTable: Any {
     /// The stored value type's name, as snapshots record it.
     fn type_name(&self) -> &'static str;
     fn purge_expired(&mut self, now_ms: i64);
+    /// [`Table::touch`] of `key` (a `&K`) in a table without namespace; false otherwise.
+    fn touch(&self, key: &dyn Any) -> bool;
     /// Adds every live entry to `blocks`, by key group.
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks);
     /// Freezes the entries (O(1) for the heap backend) and returns a job that adds them to
@@ -149,6 +151,16 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
     }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<V>()
+    }
+    #[inline]
+    fn touch(&self, key: &dyn Any) -> bool {
+        match (
+            (&() as &dyn Any).downcast_ref::<N>(),
+            key.downcast_ref::<K>(),
+        ) {
+            (Some(ns), Some(k)) => self.table.touch(k, ns),
+            _ => false,
+        }
     }
     fn purge_expired(&mut self, now_ms: i64) {
         if let Some(ttl) = self.ttl {
@@ -755,6 +767,14 @@ impl<K: Key> KeyedStateStore<K> {
             kv.put(id, &k, &v);
         }
         Ok(())
+    }
+
+    /// Brings `key`'s entries of every table without namespace into the CPU cache (see
+    /// [`Table::touch`]); returns how many exist. Touching the keys of a batch before working
+    /// through it overlaps their cache misses.
+    #[inline]
+    pub fn touch(&self, key: &K) -> usize {
+        self.tables.iter().map(|t| t.touch(key) as usize).sum()
     }
 
     /// Sets the key that state access applies to.

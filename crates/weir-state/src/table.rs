@@ -42,6 +42,13 @@ pub trait Table<K, N, V> {
     fn for_each(&self, f: &mut dyn FnMut(&K, &N, &V));
     /// Keeps only the entries for which `f` returns true.
     fn retain(&mut self, f: &mut dyn FnMut(&K, &N, &mut V) -> bool);
+    /// Looks the entry up without using it, bringing it into the CPU cache: a batch of
+    /// independent touches overlaps its cache misses, so the accesses that follow find their
+    /// entries close. Returns whether it exists (so the lookup is not optimized away). Tables
+    /// that are not in memory do nothing.
+    fn touch(&self, _key: &K, _ns: &N) -> bool {
+        false
+    }
     /// A consistent view of every entry, to visit later on another thread while this table
     /// keeps changing (a snapshot's asynchronous part). The default copies the entries now.
     fn frozen_entries(&mut self) -> FrozenEntries<K, N, V>
@@ -174,6 +181,13 @@ where
                 Some(v) => f(v.as_ref()),
                 None => f(fr.base.get(&Pair(key, ns))),
             },
+        }
+    }
+    #[inline]
+    fn touch(&self, key: &K, ns: &N) -> bool {
+        match &self.frozen {
+            None => self.map.contains_key(&Pair(key, ns)),
+            Some(fr) => fr.base.contains_key(&Pair(key, ns)),
         }
     }
     #[inline]

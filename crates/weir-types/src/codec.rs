@@ -63,6 +63,118 @@ impl Buffer {
     }
 }
 
+/// A batch of records on a channel: the records themselves between tasks of one process (no
+/// encoding, no decoding), or their bytes (what crosses a process boundary, and what a
+/// checkpoint stores).
+pub enum Batch {
+    /// Encoded records.
+    Encoded(Buffer),
+    /// A `Vec<Record<T>>` of the channel's type.
+    Typed {
+        /// The records, boxed as `Vec<Record<T>>`.
+        records: Box<dyn std::any::Any + Send>,
+        /// How many.
+        len: u32,
+        /// Their size as [`record_bytes`] counts it.
+        bytes: usize,
+    },
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Batch::Encoded(b) => {
+                write!(f, "Encoded({} records, {} bytes)", b.records, b.bytes.len())
+            }
+            Batch::Typed { len, bytes, .. } => write!(f, "Typed({len} records, {bytes} bytes)"),
+        }
+    }
+}
+
+impl Batch {
+    /// The records of `v` as a typed batch.
+    pub fn typed<T: Data>(v: Vec<Record<T>>, bytes: usize) -> Self {
+        Batch::Typed {
+            len: v.len() as u32,
+            records: Box::new(v),
+            bytes,
+        }
+    }
+    /// Its size in bytes: encoded, or as [`record_bytes`] counts records in memory.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Batch::Encoded(b) => b.bytes.len(),
+            Batch::Typed { bytes, .. } => *bytes,
+        }
+    }
+    /// How many records it holds.
+    pub fn records(&self) -> u32 {
+        match self {
+            Batch::Encoded(b) => b.records,
+            Batch::Typed { len, .. } => *len,
+        }
+    }
+    /// Appends its records to `out` (decoding them if encoded).
+    pub fn into_records<T: Data>(self, out: &mut Vec<Record<T>>) -> Result<(), WeirError> {
+        match self {
+            Batch::Encoded(b) => {
+                out.reserve(b.records as usize);
+                for r in b.decode::<T>() {
+                    out.push(r?);
+                }
+                Ok(())
+            }
+            Batch::Typed { records, .. } => {
+                let mut v = records.downcast::<Vec<Record<T>>>().map_err(|_| {
+                    WeirError::Internal(format!(
+                        "a channel of {} received another type",
+                        std::any::type_name::<T>()
+                    ))
+                })?;
+                if out.is_empty() {
+                    std::mem::swap(out, &mut *v);
+                } else {
+                    out.append(&mut v);
+                }
+                Ok(())
+            }
+        }
+    }
+    /// Its encoded form (records of type `T`).
+    pub fn encode<T: Data>(self) -> Result<Buffer, WeirError> {
+        match self {
+            Batch::Encoded(b) => Ok(b),
+            typed => {
+                let mut v: Vec<Record<T>> = Vec::new();
+                typed.into_records(&mut v)?;
+                let mut b = Buffer::default();
+                for r in &v {
+                    b.push(r);
+                }
+                Ok(b)
+            }
+        }
+    }
+}
+
+/// The bytes a record takes in a typed batch, for the channels' byte bounds: its size in
+/// memory, plus, for values that own heap memory (strings, vectors, maps), their encoded size
+/// as an estimate of that memory.
+#[inline]
+pub fn record_bytes<T: Data>(rec: &Record<T>) -> usize {
+    let inline = std::mem::size_of::<Record<T>>();
+    if std::mem::needs_drop::<T>() {
+        inline
+            + postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
+                &rec.value,
+                Default::default(),
+            )
+            .unwrap_or(0)
+    } else {
+        inline
+    }
+}
+
 /// Postcard output appended to a `Vec` a slice at a time. (`postcard::to_extend` goes through
 /// `Extend<u8>` one byte at a time: about twice the instructions for the same bytes.)
 struct AppendVec<'a>(&'a mut Vec<u8>);

@@ -255,6 +255,13 @@ impl StreamEnv {
         }
         self
     }
+    /// Encodes records on every channel between tasks, as channels to other processes will
+    /// (by default, batches between tasks of one process carry the records themselves). For
+    /// tests of the encoded path, and to measure what encoding costs.
+    pub fn with_encoded_channels(self, on: bool) -> Self {
+        self.inner.borrow_mut().cfg.encode_channels = on;
+        self
+    }
     /// Takes a checkpoint every `interval` into `dir` (exactly-once, 3 retained, 10 min timeout),
     /// and restarts from the latest one on failure (fixed delay of 1 s) unless another restart
     /// strategy is set.

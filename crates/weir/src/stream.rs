@@ -179,7 +179,7 @@ impl<T: Data> DataStream<T> {
         &self,
         f: impl FnMut(T) -> Out + Clone + Send + Sync + 'static,
     ) -> DataStream<Out> {
-        self.add_operator("map", move |_| Ok(MapOp(f.clone())))
+        self.add_operator("map", move |_| Ok(MapOp::new(f.clone())))
     }
 
     /// Keeps the records for which `f` is true.
@@ -195,7 +195,7 @@ impl<T: Data> DataStream<T> {
         &self,
         f: impl FnMut(T) -> I + Clone + Send + Sync + 'static,
     ) -> DataStream<Out> {
-        self.add_operator("flat_map", move |_| Ok(FlatMapOp(f.clone())))
+        self.add_operator("flat_map", move |_| Ok(FlatMapOp::new(f.clone())))
     }
 
     /// A map that may fail; failures follow `policy` (fail the job, drop and count, or send to
@@ -223,7 +223,7 @@ impl<T: Data> DataStream<T> {
 
     /// Runs a [`ProcessFunction`] on each record.
     pub fn process<Out: Data>(&self, f: impl ProcessFunction<T, Out> + Sync) -> DataStream<Out> {
-        self.add_operator("process", move |_| Ok(ProcessOp(f.clone())))
+        self.add_operator("process", move |_| Ok(ProcessOp::new(f.clone())))
     }
 
     /// Assigns event timestamps and generates watermarks. Right after a source, generation

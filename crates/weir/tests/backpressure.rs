@@ -39,18 +39,28 @@ impl<T> SinkWriter<T> for SlowWriter {
 }
 
 const PAYLOAD: usize = 100;
-/// An upper bound of one encoded record: timestamp (8), id varint (≤ 10), string length
-/// varint (≤ 2) and the payload.
-const RECORD_MAX: usize = 8 + 10 + 2 + PAYLOAD;
+/// An upper bound of one record as a channel counts it: encoded, the timestamp (8), id varint
+/// (≤ 10), string length varint (≤ 2) and the payload; in memory, the record's size plus the
+/// same encoded value (an estimate of the memory it owns).
+const RECORD_MAX: usize = std::mem::size_of::<Record<(u64, String)>>() + 10 + 2 + PAYLOAD;
 
 #[test]
 fn slow_sink_bounds_queued_bytes_and_records_in_flight() {
+    slow_sink_bounds(false);
+}
+
+#[test]
+fn slow_sink_bounds_encoded_channels_too() {
+    slow_sink_bounds(true);
+}
+
+fn slow_sink_bounds(encoded: bool) {
     let (bytes_max, records_max, buffers_max) = (4096usize, 64u32, 2usize);
     let p = 2;
-    let env =
-        StreamEnv::new()
-            .with_parallelism(p)
-            .with_buffers(bytes_max, records_max, buffers_max);
+    let env = StreamEnv::new()
+        .with_parallelism(p)
+        .with_buffers(bytes_max, records_max, buffers_max)
+        .with_encoded_channels(encoded);
     let sink = SlowSink::default();
     env.source(Datagen::new(0, |id, _| (id, "x".repeat(PAYLOAD))).unbounded())
         .key_by(|r: &(u64, String)| r.0 % 16)
@@ -79,10 +89,12 @@ fn slow_sink_bounds_queued_bytes_and_records_in_flight() {
 
     // Records: in flight between the source and the sink, per channel (p × p of them): the
     // buffers queued, the one its sender is blocked on, and the one being filled; per
-    // receiving subtask: the buffer being written. A buffer holds at most `records_max`.
+    // receiving subtask: the buffer being written. A buffer holds at most `records_max`. Per
+    // source subtask: the batch of one poll (the generator's is 1024 records), counted as
+    // emitted when the batch enters the chain.
     let emitted = r.metrics.counter_sum("datagen", "records_in");
     let received = r.metrics.counter_sum("slow", "records_in");
-    let in_flight_max = ((p * p * (buffers_max + 2) + p) * records_max as usize) as u64;
+    let in_flight_max = ((p * p * (buffers_max + 2) + p) * records_max as usize + p * 1024) as u64;
     assert!(received >= 300, "{received}");
     assert!(
         emitted - received <= in_flight_max,

@@ -1,11 +1,21 @@
 //! Stateless operators: map, filter, flat_map, try_map, and non-keyed process.
 use crate::functions::{user_result, Collector, ProcessContext, ProcessFunction};
-use weir_runtime::{BadRecordPolicy, OneInputOperator, OperatorContext, Output};
+use weir_runtime::{BadRecordPolicy, OneInputOperator, OperatorContext, Output, VecOutput};
 use weir_types::{BoxError, Data, Record, Result};
 
-pub(crate) struct MapOp<F>(pub F);
+pub(crate) struct MapOp<F, Out> {
+    f: F,
+    /// A batch's results.
+    buf: Vec<Record<Out>>,
+}
 
-impl<In, Out, F: FnMut(In) -> Out + 'static> OneInputOperator<In, Out> for MapOp<F> {
+impl<F, Out> MapOp<F, Out> {
+    pub fn new(f: F) -> Self {
+        MapOp { f, buf: Vec::new() }
+    }
+}
+
+impl<In, Out: 'static, F: FnMut(In) -> Out + 'static> OneInputOperator<In, Out> for MapOp<F, Out> {
     #[inline]
     fn process(
         &mut self,
@@ -15,8 +25,21 @@ impl<In, Out, F: FnMut(In) -> Out + 'static> OneInputOperator<In, Out> for MapOp
     ) -> Result<()> {
         out.collect(Record {
             ts: rec.ts,
-            value: (self.0)(rec.value),
+            value: (self.f)(rec.value),
         })
+    }
+    fn process_batch(
+        &mut self,
+        batch: &mut Vec<Record<In>>,
+        _: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<()> {
+        let MapOp { f, buf } = self;
+        buf.extend(batch.drain(..).map(|r| Record {
+            ts: r.ts,
+            value: f(r.value),
+        }));
+        out.collect_batch(buf)
     }
 }
 
@@ -36,12 +59,31 @@ impl<T, F: FnMut(&T) -> bool + 'static> OneInputOperator<T, T> for FilterOp<F> {
             Ok(())
         }
     }
+    fn process_batch(
+        &mut self,
+        batch: &mut Vec<Record<T>>,
+        _: &mut OperatorContext,
+        out: &mut dyn Output<T>,
+    ) -> Result<()> {
+        batch.retain(|r| (self.0)(&r.value));
+        out.collect_batch(batch)
+    }
 }
 
-pub(crate) struct FlatMapOp<F>(pub F);
+pub(crate) struct FlatMapOp<F, Out> {
+    f: F,
+    /// A batch's results.
+    buf: Vec<Record<Out>>,
+}
 
-impl<In, Out, I: IntoIterator<Item = Out>, F: FnMut(In) -> I + 'static> OneInputOperator<In, Out>
-    for FlatMapOp<F>
+impl<F, Out> FlatMapOp<F, Out> {
+    pub fn new(f: F) -> Self {
+        FlatMapOp { f, buf: Vec::new() }
+    }
+}
+
+impl<In, Out: 'static, I: IntoIterator<Item = Out>, F: FnMut(In) -> I + 'static>
+    OneInputOperator<In, Out> for FlatMapOp<F, Out>
 {
     #[inline]
     fn process(
@@ -50,13 +92,26 @@ impl<In, Out, I: IntoIterator<Item = Out>, F: FnMut(In) -> I + 'static> OneInput
         _: &mut OperatorContext,
         out: &mut dyn Output<Out>,
     ) -> Result<()> {
-        for v in (self.0)(rec.value) {
+        for v in (self.f)(rec.value) {
             out.collect(Record {
                 ts: rec.ts,
                 value: v,
             })?;
         }
         Ok(())
+    }
+    fn process_batch(
+        &mut self,
+        batch: &mut Vec<Record<In>>,
+        _: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<()> {
+        let FlatMapOp { f, buf } = self;
+        for r in batch.drain(..) {
+            let ts = r.ts;
+            buf.extend(f(r.value).into_iter().map(|value| Record { ts, value }));
+        }
+        out.collect_batch(buf)
     }
 }
 
@@ -94,11 +149,51 @@ impl<In: Data, Out, E: Into<BoxError>, F: FnMut(In) -> std::result::Result<Out, 
     }
 }
 
-pub(crate) struct ProcessOp<F>(pub F);
+pub(crate) struct ProcessOp<F, Out> {
+    f: F,
+    /// A batch's results.
+    buf: VecOutput<Out>,
+}
 
-impl<In, Out, F: ProcessFunction<In, Out>> OneInputOperator<In, Out> for ProcessOp<F> {
+impl<F, Out> ProcessOp<F, Out> {
+    pub fn new(f: F) -> Self {
+        ProcessOp {
+            f,
+            buf: VecOutput::default(),
+        }
+    }
+}
+
+impl<F, Out: 'static> ProcessOp<F, Out> {
+    #[inline]
+    fn process_one<In>(
+        &mut self,
+        rec: Record<In>,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<()>
+    where
+        F: ProcessFunction<In, Out>,
+    {
+        let mut c = Collector::new(out, rec.ts);
+        let r = self.f.process_element(
+            rec.value,
+            &mut ProcessContext {
+                op: ctx,
+                ts: rec.ts,
+            },
+            &mut c,
+        );
+        c.finish()?;
+        user_result(r, ctx)
+    }
+}
+
+impl<In, Out: 'static, F: ProcessFunction<In, Out>> OneInputOperator<In, Out>
+    for ProcessOp<F, Out>
+{
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        let r = self.0.open(&mut ProcessContext {
+        let r = self.f.open(&mut ProcessContext {
             op: ctx,
             ts: weir_types::NO_TIMESTAMP,
         });
@@ -111,22 +206,30 @@ impl<In, Out, F: ProcessFunction<In, Out>> OneInputOperator<In, Out> for Process
         ctx: &mut OperatorContext,
         out: &mut dyn Output<Out>,
     ) -> Result<()> {
-        let mut c = Collector::new(out, rec.ts);
-        let r = self.0.process_element(
-            rec.value,
-            &mut ProcessContext {
-                op: ctx,
-                ts: rec.ts,
-            },
-            &mut c,
-        );
-        c.finish()?;
-        user_result(r, ctx)
+        self.process_one(rec, ctx, out)
+    }
+    fn process_batch(
+        &mut self,
+        batch: &mut Vec<Record<In>>,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+    ) -> Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let mut r = Ok(());
+        for rec in batch.drain(..) {
+            if r.is_ok() {
+                r = self.process_one(rec, ctx, &mut buf);
+            }
+        }
+        // What was emitted before an error goes on, as it would record by record.
+        let sent = out.collect_batch(&mut buf.buf);
+        self.buf = buf;
+        r.and(sent)
     }
     fn end_input(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output<Out>) -> Result<()> {
         // After the final watermark: output has no event time (it would be late anywhere).
         let mut c = Collector::new(out, weir_types::NO_TIMESTAMP);
-        let r = self.0.on_end(
+        let r = self.f.on_end(
             &mut ProcessContext {
                 op: ctx,
                 ts: weir_types::NO_TIMESTAMP,

@@ -36,6 +36,16 @@ pub trait SinkWriter<T> {
     }
     /// One record.
     fn write(&mut self, rec: Record<T>) -> Result<()>;
+    /// Several records in order, as if written one by one; leaves `batch` empty.
+    fn write_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
+        let mut r = Ok(());
+        for rec in batch.drain(..) {
+            if r.is_ok() {
+                r = self.write(rec);
+            }
+        }
+        r
+    }
     /// The task has no input ready: push buffered output out.
     fn flush(&mut self) -> Result<()> {
         Ok(())
@@ -74,6 +84,15 @@ impl<T: 'static> OneInputOperator<T, ()> for SinkOp<T> {
         _: &mut dyn Output<()>,
     ) -> Result<()> {
         self.writer.write(rec)
+    }
+    #[inline]
+    fn process_batch(
+        &mut self,
+        batch: &mut Vec<Record<T>>,
+        _: &mut OperatorContext,
+        _: &mut dyn Output<()>,
+    ) -> Result<()> {
+        self.writer.write_batch(batch)
     }
     fn on_watermark(
         &mut self,
