@@ -121,8 +121,9 @@ pub(crate) trait ErasedTable: Any {
     /// The stored value type's name, as snapshots record it.
     fn type_name(&self) -> &'static str;
     fn purge_expired(&mut self, now_ms: i64);
-    /// [`Table::touch`] of `key` (a `&K`) in a table without namespace; false otherwise.
-    fn touch(&self, key: &dyn Any) -> bool;
+    /// [`Table::touch_all`] of `keys` (a `&[K]` as `&Vec<K>`) in a table without namespace;
+    /// 0 otherwise.
+    fn touch_all(&self, keys: &dyn Any) -> usize;
     /// Adds every live entry to `blocks`, by key group.
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks);
     /// Freezes the entries (O(1) for the heap backend) and returns a job that adds them to
@@ -152,14 +153,13 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
     fn type_name(&self) -> &'static str {
         std::any::type_name::<V>()
     }
-    #[inline]
-    fn touch(&self, key: &dyn Any) -> bool {
+    fn touch_all(&self, keys: &dyn Any) -> usize {
         match (
             (&() as &dyn Any).downcast_ref::<N>(),
-            key.downcast_ref::<K>(),
+            keys.downcast_ref::<Vec<K>>(),
         ) {
-            (Some(ns), Some(k)) => self.table.touch(k, ns),
-            _ => false,
+            (Some(ns), Some(keys)) => self.table.touch_all(keys, ns),
+            _ => 0,
         }
     }
     fn purge_expired(&mut self, now_ms: i64) {
@@ -769,12 +769,12 @@ impl<K: Key> KeyedStateStore<K> {
         Ok(())
     }
 
-    /// Brings `key`'s entries of every table without namespace into the CPU cache (see
+    /// Brings the entries of `keys` in every table without namespace into the CPU cache (see
     /// [`Table::touch`]); returns how many exist. Touching the keys of a batch before working
     /// through it overlaps their cache misses.
-    #[inline]
-    pub fn touch(&self, key: &K) -> usize {
-        self.tables.iter().map(|t| t.touch(key) as usize).sum()
+    #[allow(clippy::ptr_arg)] // a `Vec` (sized) passes through `dyn Any` to the typed table
+    pub fn touch_all(&self, keys: &Vec<K>) -> usize {
+        self.tables.iter().map(|t| t.touch_all(keys)).sum()
     }
 
     /// Sets the key that state access applies to.

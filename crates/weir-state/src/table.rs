@@ -49,6 +49,11 @@ pub trait Table<K, N, V> {
     fn touch(&self, _key: &K, _ns: &N) -> bool {
         false
     }
+    /// [`Table::touch`] of every key of `keys` (one call, a tight loop: more lookups in
+    /// flight at once); returns how many exist.
+    fn touch_all(&self, keys: &[K], ns: &N) -> usize {
+        keys.iter().filter(|k| self.touch(k, ns)).count()
+    }
     /// A consistent view of every entry, to visit later on another thread while this table
     /// keeps changing (a snapshot's asynchronous part). The default copies the entries now.
     fn frozen_entries(&mut self) -> FrozenEntries<K, N, V>
@@ -189,6 +194,15 @@ where
             None => self.map.contains_key(&Pair(key, ns)),
             Some(fr) => fr.base.contains_key(&Pair(key, ns)),
         }
+    }
+    fn touch_all(&self, keys: &[K], ns: &N) -> usize {
+        let map = match &self.frozen {
+            None => &self.map,
+            Some(fr) => &*fr.base,
+        };
+        keys.iter()
+            .filter(|k| map.contains_key(&Pair(*k, ns)))
+            .count()
     }
     #[inline]
     fn upsert(&mut self, key: &K, ns: &N, f: &mut dyn FnMut(Option<&mut V>) -> Option<V>) {
