@@ -54,6 +54,8 @@ impl Message {
 /// than the channel's capacity in messages.
 pub struct Sender {
     tx: cb::Sender<Message>,
+    /// The priority lane: unaligned barriers, ahead of the queued messages.
+    prio: cb::Sender<CheckpointBarrier>,
     queued_bytes: Gauge,
     cancel: CancelToken,
     capacity: u64,
@@ -67,6 +69,9 @@ pub struct Sender {
 pub struct Receiver {
     /// The queue.
     pub rx: cb::Receiver<Message>,
+    /// The priority lane: unaligned barriers, which overtake the queue. Each is followed, in
+    /// the queue, by the same barrier as a marker that ends the records it overtook.
+    pub prio_rx: cb::Receiver<CheckpointBarrier>,
     queued_bytes: Gauge,
     taken: Arc<AtomicU64>,
 }
@@ -75,10 +80,13 @@ pub struct Receiver {
 /// (and their high-water mark).
 pub fn channel(capacity: usize, queued_bytes: Gauge, cancel: CancelToken) -> (Sender, Receiver) {
     let (tx, rx) = cb::bounded(capacity);
+    // At most one barrier per checkpoint, one checkpoint at a time: small in practice.
+    let (prio, prio_rx) = cb::unbounded();
     let taken = Arc::new(AtomicU64::new(0));
     (
         Sender {
             tx,
+            prio,
             queued_bytes: queued_bytes.clone(),
             cancel,
             capacity: capacity as u64,
@@ -87,6 +95,7 @@ pub fn channel(capacity: usize, queued_bytes: Gauge, cancel: CancelToken) -> (Se
         },
         Receiver {
             rx,
+            prio_rx,
             queued_bytes,
             taken,
         },
@@ -97,6 +106,7 @@ impl Clone for Sender {
     fn clone(&self) -> Self {
         Sender {
             tx: self.tx.clone(),
+            prio: self.prio.clone(),
             queued_bytes: self.queued_bytes.clone(),
             cancel: self.cancel.clone(),
             capacity: self.capacity,
@@ -138,6 +148,13 @@ impl Sender {
             self.queued_bytes.add(n);
         }
         Ok(())
+    }
+}
+
+impl Sender {
+    /// Sends an unaligned barrier on the priority lane (it overtakes the queue).
+    pub fn send_priority(&self, b: CheckpointBarrier) -> Result<()> {
+        self.prio.send(b).map_err(|_| WeirError::Cancelled)
     }
 }
 
@@ -364,6 +381,12 @@ impl<T: Data> Output<T> for ChannelWriter<T> {
             return Ok(());
         }
         let b = *b;
+        if b.unaligned {
+            // Overtake what is queued; the marker behind the queue ends what was overtaken.
+            for s in &self.senders {
+                s.send_priority(b)?;
+            }
+        }
         self.send_all(|| Message::Barrier(b))
     }
     fn control(&mut self, c: &mut Control) -> Result<()> {

@@ -304,10 +304,39 @@ pub fn execute_with(
     };
     if let Some(r) = &initial {
         let uids: Vec<String> = (0..g.nodes.len()).map(|i| node_uid(&g, i)).collect();
-        let orphans: Vec<&String> = r
+        // Records overtaken by unaligned barriers belong to their task's first operator.
+        let owner = |u: &String| -> String {
+            u.strip_suffix(crate::checkpoint::IN_FLIGHT_SUFFIX)
+                .unwrap_or(u)
+                .to_string()
+        };
+        for (sid, snap) in &r.snapshots {
+            if owner(&sid.uid) == sid.uid {
+                continue;
+            }
+            let base = owner(&sid.uid);
+            let now = uids
+                .iter()
+                .position(|u| *u == base)
+                .map(|i| g.nodes[i].parallelism);
+            for e in &snap.operator {
+                let f: crate::checkpoint::InFlight = postcard::from_bytes(e).map_err(|e| {
+                    WeirError::Config(format!("{}: in-flight records do not decode: {e}", r.dir))
+                })?;
+                if now.is_some_and(|p| p != f.parallelism) {
+                    return Err(WeirError::Config(format!(
+                        "checkpoint {} is unaligned and holds records in flight to '{base}' at \
+                         parallelism {}; it restores at that parallelism only (rescale from a \
+                         savepoint, which is always aligned)",
+                        r.dir, f.parallelism
+                    )));
+                }
+            }
+        }
+        let orphans: Vec<String> = r
             .snapshots
             .keys()
-            .map(|s| &s.uid)
+            .map(|s| owner(&s.uid))
             .filter(|u| !uids.contains(u))
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
@@ -316,7 +345,7 @@ pub fn execute_with(
             return Err(WeirError::Config(format!(
                 "checkpoint {} has state for operators this job does not have ({}); set their uids, or allow dropping it (--allow-non-restored-state)",
                 r.dir,
-                orphans.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                orphans.join(", ")
             )));
         }
     }
@@ -603,7 +632,38 @@ fn run_attempt_inner(
                     subtask,
                     "checkpoint_alignment_ms",
                 ),
+                overtaken_bytes: metrics.counter(
+                    &g.nodes[root].name,
+                    subtask,
+                    "checkpoint_overtaken_bytes",
+                ),
+                in_flight: (
+                    format!("{}{}", uids[root], crate::checkpoint::IN_FLIGHT_SUFFIX),
+                    subtask,
+                    g.nodes[root].parallelism,
+                ),
             });
+            // What an unaligned checkpoint being restored had overtaken at this subtask.
+            let replay: Vec<(u8, u32, Vec<u8>)> = match restore {
+                Some(r) => r
+                    .restore_for(
+                        &format!("{}{}", uids[root], crate::checkpoint::IN_FLIGHT_SUFFIX),
+                        subtask,
+                        g.nodes[root].parallelism,
+                    )
+                    .map(|s| {
+                        s.operator
+                            .iter()
+                            .filter_map(|e| {
+                                postcard::from_bytes::<crate::checkpoint::InFlight>(e).ok()
+                            })
+                            .filter(|f| f.subtask == subtask)
+                            .flat_map(|f| f.batches)
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            };
             let files = cfg
                 .checkpoints
                 .as_ref()
@@ -644,6 +704,7 @@ fn run_attempt_inner(
                             link,
                             restored,
                             uids,
+                            replay,
                         };
                         run_task(&g, &chained, &cfg, &metrics, &cancel, t)
                     }));
@@ -738,6 +799,7 @@ struct TaskSpec {
     link: Option<CheckpointLink>,
     restored: HashMap<NodeId, RestoredState>,
     uids: Vec<String>,
+    replay: Vec<(u8, u32, Vec<u8>)>,
 }
 
 fn run_task(
@@ -779,6 +841,7 @@ fn run_task(
                 cancel,
                 t.link,
                 shared,
+                t.replay,
             )
         }
     }

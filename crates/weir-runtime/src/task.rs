@@ -3,7 +3,7 @@
 //! input or cancellation.
 use crate::channel::{Message, Receiver};
 use crate::checkpoint::{
-    CheckpointBarrier, CheckpointMode, OperatorSnapshot, SubtaskId, FINAL_SNAPSHOT,
+    CheckpointBarrier, CheckpointMode, InFlight, OperatorSnapshot, SubtaskId, FINAL_SNAPSHOT,
 };
 use crate::context::{CancelToken, OperatorContext, TaskShared};
 use crate::operator::{guard, panic_message};
@@ -15,7 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use weir_types::codec::Batch;
+use weir_types::codec::{Batch, Buffer};
 use weir_types::metrics::Counter;
 use weir_types::{Clock, Data, Record, Result, Watermark, WatermarkStatus, WeirError};
 
@@ -117,6 +117,12 @@ pub struct CheckpointLink {
     pub mode: CheckpointMode,
     /// Time spent with channels blocked for alignment (ms).
     pub alignment_ms: Counter,
+    /// Bytes of records stored by unaligned snapshots (overtaken by their barriers).
+    pub overtaken_bytes: Counter,
+    /// Where the records an unaligned snapshot overtook go: the in-flight pseudo-operator's
+    /// uid (the task's first operator's plus [`crate::checkpoint::IN_FLIGHT_SUFFIX`]), the
+    /// subtask, and the parallelism.
+    pub in_flight: (String, usize, usize),
 }
 
 impl CheckpointLink {
@@ -144,6 +150,7 @@ fn final_barrier() -> CheckpointBarrier {
         id: FINAL_SNAPSHOT,
         ts_ms: 0,
         savepoint: false,
+        unaligned: false,
     }
 }
 
@@ -151,6 +158,8 @@ fn final_barrier() -> CheckpointBarrier {
 pub trait InputHead {
     /// A buffer from a channel of input `input` (0 or 1).
     fn on_data(&mut self, input: usize, batch: Batch) -> Result<()>;
+    /// A copy of `batch` (of input `input`) encoded, to store with an unaligned checkpoint.
+    fn encoded_copy(&self, input: usize, batch: &Batch) -> Result<Buffer>;
     /// The task's combined input watermark advanced.
     fn on_watermark(&mut self, wm: Watermark) -> Result<()>;
     /// The task's input became idle or active.
@@ -187,6 +196,9 @@ impl<In: Data> InputHead for OneInputHead<In> {
             return Err(e);
         }
         self.stage.collect_batch(&mut self.batch)
+    }
+    fn encoded_copy(&self, _input: usize, batch: &Batch) -> Result<Buffer> {
+        batch.encoded_copy::<In>()
     }
     fn on_watermark(&mut self, wm: Watermark) -> Result<()> {
         self.stage.watermark(wm)
@@ -230,6 +242,7 @@ fn wait_ms(clock: &dyn Clock, deadline: Option<i64>) -> u64 {
 /// What a `select` picked.
 enum Picked {
     Channel(usize),
+    Priority(usize),
     Wake,
     Mail,
 }
@@ -241,7 +254,55 @@ struct Alignment {
     started: Instant,
 }
 
+/// An unaligned snapshot taken and not yet acknowledged: the records of every channel whose
+/// marker has not come yet are stored (and processed as usual).
+struct Overtaken {
+    barrier: CheckpointBarrier,
+    /// The marker came on channel i (or it ended).
+    done: Vec<bool>,
+    batches: Vec<(u8, u32, Vec<u8>)>,
+    bytes: u64,
+}
+
+impl Overtaken {
+    /// Takes an unaligned snapshot now, passes the barrier on, and starts storing what
+    /// arrives before each channel's marker.
+    fn start(head: &mut dyn InputHead, b: CheckpointBarrier, open: &[bool]) -> Result<Overtaken> {
+        head.barrier(&b)?;
+        Ok(Overtaken {
+            barrier: b,
+            done: open.iter().map(|o| !o).collect(),
+            batches: Vec::new(),
+            bytes: 0,
+        })
+    }
+
+    /// Every marker came: hand the snapshot, with what it overtook, to the coordinator.
+    fn complete(self, link: &Option<CheckpointLink>, shared: &TaskShared) {
+        let Some(l) = link else { return };
+        if !self.batches.is_empty() {
+            let (uid, subtask, parallelism) = l.in_flight.clone();
+            let entry = InFlight {
+                subtask,
+                parallelism,
+                batches: self.batches,
+            };
+            shared.snapshots.borrow_mut().push((
+                SubtaskId { uid, subtask },
+                OperatorSnapshot {
+                    operator: vec![postcard::to_allocvec(&entry).expect("in-flight data encodes")],
+                    ..Default::default()
+                },
+            ));
+            l.overtaken_bytes.add(self.bytes);
+        }
+        l.ack(self.barrier.id, shared);
+    }
+}
+
 /// Runs a task that reads channels until every input ends, the job is cancelled, or it fails.
+/// `replay` holds the records an unaligned checkpoint being restored had overtaken at this
+/// subtask: they go into the chain first.
 #[allow(clippy::too_many_arguments)]
 pub fn run_input_task(
     head: &mut dyn InputHead,
@@ -251,7 +312,12 @@ pub fn run_input_task(
     cancel: &CancelToken,
     link: Option<CheckpointLink>,
     shared: Rc<TaskShared>,
+    replay: Vec<(u8, u32, Vec<u8>)>,
 ) -> Result<()> {
+    for (input, records, bytes) in replay {
+        head.on_data(input as usize, Batch::Encoded(Buffer { bytes, records }))?;
+    }
+    let mut overtaken: Option<Overtaken> = None;
     let n = inputs.len();
     let mut valve = Valve::new(n);
     let mut open: Vec<bool> = vec![true; n];
@@ -262,9 +328,13 @@ pub fn run_input_task(
     // a newer one). Their barriers may still arrive late on some channels and must be ignored:
     // aligning on one again would block a channel until a barrier that was already consumed.
     let mut settled: u64 = 0;
+    // Aligned barriers block channels unless at least once (savepoints align in every mode).
     let exactly_once = link
         .as_ref()
-        .is_some_and(|l| l.mode == CheckpointMode::ExactlyOnce);
+        .is_some_and(|l| l.mode != CheckpointMode::AtLeastOnce);
+    let unaligned = link
+        .as_ref()
+        .is_some_and(|l| l.mode == CheckpointMode::Unaligned);
     if open_count == 0 {
         head.on_watermark(Watermark::MAX)?;
         head.end_input()?;
@@ -278,6 +348,10 @@ pub fn run_input_task(
             if open[i] && !blocked[i] {
                 sel.recv(&ch.rx.rx);
                 map.push(Picked::Channel(i));
+            }
+            if open[i] && unaligned {
+                sel.recv(&ch.rx.prio_rx);
+                map.push(Picked::Priority(i));
             }
         }
         sel.recv(&mailbox.rx);
@@ -321,6 +395,10 @@ pub fn run_input_task(
                         Mail::Complete(id) => head.control(&mut Control::CheckpointComplete(id))?,
                         Mail::Abort(id) => {
                             settled = settled.max(id);
+                            if overtaken.as_ref().is_some_and(|o| o.barrier.id == id) {
+                                overtaken = None;
+                                shared.snapshots.borrow_mut().clear();
+                            }
                             if aligning.as_ref().is_some_and(|a| a.barrier.id == id) {
                                 aligning = None;
                                 if blocked.iter().any(|b| *b) {
@@ -330,6 +408,21 @@ pub fn run_input_task(
                             }
                         }
                         Mail::Trigger(_) | Mail::Drain => {} // only for sources
+                    }
+                    continue;
+                }
+                Picked::Priority(i) => {
+                    let Ok(b) = oper.recv(&inputs[i].rx.prio_rx) else {
+                        continue;
+                    };
+                    let current = overtaken.as_ref().map(|o| o.barrier.id);
+                    if b.id > settled && current.is_none_or(|c| c < b.id) {
+                        if let Some(old) = overtaken.take() {
+                            // A newer checkpoint: the older one was abandoned.
+                            settled = settled.max(old.barrier.id);
+                            shared.snapshots.borrow_mut().clear();
+                        }
+                        overtaken = Some(Overtaken::start(head, b, &open)?);
                     }
                     continue;
                 }
@@ -351,7 +444,35 @@ pub fn run_input_task(
             ch.rx.taken(&msg);
             let mut reselect = false;
             match msg {
-                Message::Data(buf) => head.on_data(ch.input, buf)?,
+                Message::Data(batch) => {
+                    if let Some(o) = overtaken.as_mut().filter(|o| !o.done[i]) {
+                        let enc = head.encoded_copy(ch.input, &batch)?;
+                        o.bytes += enc.bytes.len() as u64;
+                        o.batches.push((ch.input as u8, enc.records, enc.bytes));
+                    }
+                    head.on_data(ch.input, batch)?
+                }
+                Message::Barrier(b) if b.unaligned => {
+                    // The marker behind what the barrier overtook on this channel.
+                    if b.id > settled {
+                        if overtaken.as_ref().is_none_or(|o| o.barrier.id < b.id) {
+                            // Its priority copy was not picked first: snapshot now (nothing
+                            // on this channel was overtaken).
+                            if overtaken.take().is_some() {
+                                shared.snapshots.borrow_mut().clear();
+                            }
+                            overtaken = Some(Overtaken::start(head, b, &open)?);
+                        }
+                        let o = overtaken.as_mut().expect("started");
+                        if o.barrier.id == b.id {
+                            o.done[i] = true;
+                            if o.done.iter().all(|d| *d) {
+                                settled = settled.max(b.id);
+                                overtaken.take().unwrap().complete(&link, &shared);
+                            }
+                        }
+                    }
+                }
                 Message::Watermark(wm) => {
                     if let Some(w) = valve.watermark(i, wm.0) {
                         head.on_watermark(w)?;
@@ -408,6 +529,13 @@ pub fn run_input_task(
                     open[i] = false;
                     open_count -= 1;
                     reselect = true;
+                    if let Some(o) = overtaken.as_mut() {
+                        o.done[i] = true;
+                        if o.done.iter().all(|d| *d) {
+                            settled = settled.max(o.barrier.id);
+                            overtaken.take().unwrap().complete(&link, &shared);
+                        }
+                    }
                     if let Some(w) = valve.end(i) {
                         head.on_watermark(w)?;
                     }

@@ -87,6 +87,13 @@ impl<A: Data, B: Data, Out, Op: TwoInputOperator<A, B, Out>> InputHead
         }
         Ok(())
     }
+    fn encoded_copy(&self, input: usize, batch: &Batch) -> Result<weir_types::codec::Buffer> {
+        if input == 0 {
+            batch.encoded_copy::<A>()
+        } else {
+            batch.encoded_copy::<B>()
+        }
+    }
     fn on_watermark(&mut self, wm: Watermark) -> Result<()> {
         self.ctx.watermark = wm.0;
         self.guarded(|op, ctx, out| op.on_watermark(wm, ctx, out))?;

@@ -140,6 +140,25 @@ impl Batch {
             }
         }
     }
+    /// A copy of its encoded form (records of type `T`), leaving it as it is.
+    pub fn encoded_copy<T: Data>(&self) -> Result<Buffer, WeirError> {
+        match self {
+            Batch::Encoded(b) => Ok(b.clone()),
+            Batch::Typed { records, .. } => {
+                let v = records.downcast_ref::<Vec<Record<T>>>().ok_or_else(|| {
+                    WeirError::Internal(format!(
+                        "a channel of {} holds another type",
+                        std::any::type_name::<T>()
+                    ))
+                })?;
+                let mut b = Buffer::default();
+                for r in v {
+                    b.push(r);
+                }
+                Ok(b)
+            }
+        }
+    }
     /// Its encoded form (records of type `T`).
     pub fn encode<T: Data>(self) -> Result<Buffer, WeirError> {
         match self {

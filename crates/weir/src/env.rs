@@ -166,7 +166,8 @@ impl StreamEnv {
                         c.mode = match m.as_str() {
                             "exactly-once" => CheckpointMode::ExactlyOnce,
                             "at-least-once" => CheckpointMode::AtLeastOnce,
-                            other => return Err(WeirError::Config(format!("--checkpoint-mode takes exactly-once or at-least-once, not '{other}'"))),
+                            "unaligned" => CheckpointMode::Unaligned,
+                            other => return Err(WeirError::Config(format!("--checkpoint-mode takes exactly-once, unaligned or at-least-once, not '{other}'"))),
                         };
                     }
                     if let Some(n) = o.checkpoints_retained {

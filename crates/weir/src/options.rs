@@ -36,7 +36,8 @@ pub struct EnvOptions {
     /// Restore from this checkpoint or savepoint path, or `latest`.
     #[arg(long, env = "WEIR_RESTORE")]
     pub restore: Option<String>,
-    /// `exactly-once` (align barriers, default) or `at-least-once`.
+    /// `exactly-once` (align barriers, default), `unaligned` (exactly-once; barriers overtake
+    /// queued records, which are stored with the checkpoint) or `at-least-once`.
     #[arg(long, env = "WEIR_CHECKPOINT_MODE")]
     pub checkpoint_mode: Option<String>,
     /// Completed checkpoints kept (default 3).

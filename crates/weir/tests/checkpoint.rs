@@ -1100,6 +1100,70 @@ fn at_least_once_loses_nothing_under_failures() {
     }
 }
 
+#[test]
+fn unaligned_union_of_a_fast_and_a_slow_source_is_exactly_once_under_failures() {
+    let r = two_inputs(false, CheckpointMode::Unaligned, 2);
+    assert_exactly_once(&r.lines, r.ids.clone(), r.keys, "unaligned union");
+    assert!(r.result.checkpoints_completed >= 3);
+}
+
+#[test]
+fn unaligned_connect_of_a_fast_and_a_slow_source_is_exactly_once_under_failures() {
+    let r = two_inputs(true, CheckpointMode::Unaligned, 2);
+    assert_exactly_once(&r.lines, r.ids.clone(), r.keys, "unaligned connect");
+}
+
+/// A back-pressured job (a busy channel whose records are slow to process, behind small
+/// buffers): unaligned barriers overtake the backlog, the overtaken records are stored with
+/// each checkpoint, and a failure restores one of them — replaying what it overtook — with
+/// every record counted exactly once.
+#[test]
+fn unaligned_checkpoints_store_the_backlog_they_overtake_and_restore_it() {
+    let (keys, events) = (20, 1_500);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let env = StreamEnv::new()
+        .with_parallelism(1)
+        .with_buffers(1024, 16, 2)
+        .with_checkpointing(dir.path().join("chk"), Duration::from_millis(30))
+        .unwrap()
+        .configure_checkpoints(|c| c.mode = CheckpointMode::Unaligned)
+        .with_restart_strategy(restart_quickly());
+    let s = env
+        .source(Datagen::bench(events, keys).rate(500.0))
+        .uid("events");
+    let sparse = s.filter(|e: &BenchEvent| e.id.is_multiple_of(10));
+    let busy = s.filter(|e: &BenchEvent| !e.id.is_multiple_of(10));
+    let failed = Arc::new(AtomicBool::new(false));
+    let f2 = failed.clone();
+    sparse
+        .union(&[busy])
+        .key_by(|e: &BenchEvent| e.k)
+        .process(Count {
+            hook: Some(Arc::new(move |e: &BenchEvent| {
+                if !e.id.is_multiple_of(10) {
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+                if e.id == 900 && !f2.swap(true, SeqCst) {
+                    panic!("injected failure at id 900");
+                }
+            })),
+            ..Default::default()
+        })
+        .uid("count")
+        .sink(lines_sink(&out))
+        .uid("output");
+    let r = run(&env, "unaligned backlog").unwrap();
+    assert!(failed.load(SeqCst));
+    assert_eq!(r.restarts, 1);
+    assert!(r.checkpoints_completed >= 2, "{}", r.checkpoints_completed);
+    let overtaken = r
+        .metrics
+        .counter_sum("keyed_process", "checkpoint_overtaken_bytes");
+    assert!(overtaken > 0, "no checkpoint overtook anything");
+    assert_exactly_once(&committed(&out), 0..events, keys, "unaligned backlog");
+}
+
 /// Emits the given records one per poll, so that it takes checkpoint triggers between any two
 /// records even when back-pressured. Not restorable (it starts over).
 struct OneByOne(Arc<Vec<BenchEvent>>);

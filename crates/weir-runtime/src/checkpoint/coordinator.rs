@@ -3,7 +3,9 @@
 //! two-phase sinks pre-committed, and tells the tasks. It runs on its own thread, so writing
 //! state never stops processing.
 use super::format::{checkpoint_dir, retain, write_checkpoint, Uploads};
-use super::{CheckpointBarrier, CheckpointConfig, Committer, OperatorSnapshot, SubtaskId};
+use super::{
+    CheckpointBarrier, CheckpointConfig, CheckpointMode, Committer, OperatorSnapshot, SubtaskId,
+};
 use crate::task::{Mail, TaskEvent, TaskKey};
 use crossbeam_channel as cb;
 use std::collections::{BTreeMap, HashMap};
@@ -207,6 +209,7 @@ pub fn run(
                 id,
                 ts_ms: setup.clock.now_ms(),
                 savepoint: queued.is_some(),
+                unaligned: queued.is_none() && setup.cfg.mode == CheckpointMode::Unaligned,
             };
             for (_, tx) in live_sources {
                 let _ = tx.send(Mail::Trigger(b));

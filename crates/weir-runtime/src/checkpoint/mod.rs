@@ -43,6 +43,11 @@ pub struct CheckpointBarrier {
     /// restores into any backend and parallelism and does not depend on other checkpoints.
     #[serde(default)]
     pub savepoint: bool,
+    /// Unaligned: the barrier overtakes queued records (on each channel's priority lane), every
+    /// task snapshots when the first one reaches it, and the records it overtook are stored
+    /// with the checkpoint. Never for savepoints.
+    #[serde(default)]
+    pub unaligned: bool,
 }
 
 /// Exactly-once aligns barriers; at-least-once does not block channels (records after the
@@ -54,6 +59,27 @@ pub enum CheckpointMode {
     ExactlyOnce,
     /// Do not align: lower latency under skew, state at least once.
     AtLeastOnce,
+    /// Exactly-once without alignment: barriers overtake queued records, which are stored with
+    /// the checkpoint and replayed on restore (Flink's unaligned checkpoints). For
+    /// back-pressured jobs, whose aligned barriers wait behind full channels. A checkpoint
+    /// taken this way restores at the same parallelism only (savepoints are always aligned).
+    Unaligned,
+}
+
+/// The uid under which a task stores the records its unaligned snapshot overtook: the uid of
+/// the task's first operator plus this suffix.
+pub const IN_FLIGHT_SUFFIX: &str = "@in-flight";
+
+/// What a task's unaligned snapshot overtook on its input channels, in arrival order: one
+/// entry of the in-flight pseudo-operator, per subtask.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct InFlight {
+    /// The subtask that recorded it.
+    pub subtask: usize,
+    /// Its operator's parallelism then.
+    pub parallelism: usize,
+    /// `(input, records, encoded batch)`, in the order they arrived.
+    pub batches: Vec<(u8, u32, Vec<u8>)>,
 }
 
 /// Checkpoint settings.
