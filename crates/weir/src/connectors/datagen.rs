@@ -79,18 +79,45 @@ impl<T: Data> Datagen<T> {
         count: u64,
         make: impl Fn(u64, &mut SplitMix64) -> T + Send + Sync + 'static,
     ) -> Self {
-        Datagen {
-            fill: Arc::new(move |buf, seed, first, step, n| {
-                let mut id = first;
-                for _ in 0..n {
+        Self::with_fill(
+            count,
+            Arc::new(move |buf, seed, first, step, n| {
+                buf.extend((0..n).map(|i| {
+                    let id = first.wrapping_add(i.wrapping_mul(step));
                     let mut rng = SplitMix64::new(record_seed(seed, id));
-                    buf.push(Record {
+                    Record {
                         ts: NO_TIMESTAMP,
                         value: make(id, &mut rng),
-                    });
-                    id = id.wrapping_add(step);
-                }
+                    }
+                }))
             }),
+        )
+    }
+    /// A generator of `count` records made by `make(id, rng)`, timestamped by `ts(&record)`:
+    /// [`Datagen::new`] then [`Datagen::with_timestamps`], in one pass over each batch.
+    pub fn new_timestamped(
+        count: u64,
+        make: impl Fn(u64, &mut SplitMix64) -> T + Send + Sync + 'static,
+        ts: impl Fn(&T) -> i64 + Send + Sync + 'static,
+    ) -> Self {
+        Self::with_fill(
+            count,
+            Arc::new(move |buf, seed, first, step, n| {
+                buf.extend((0..n).map(|i| {
+                    let id = first.wrapping_add(i.wrapping_mul(step));
+                    let mut rng = SplitMix64::new(record_seed(seed, id));
+                    let value = make(id, &mut rng);
+                    Record {
+                        ts: ts(&value),
+                        value,
+                    }
+                }))
+            }),
+        )
+    }
+    fn with_fill(count: u64, fill: FillFn<T>) -> Self {
+        Datagen {
+            fill,
             count: Some(count),
             rate_per_s: None,
             seed: 0,
@@ -213,7 +240,7 @@ impl BenchEvent {
 impl Datagen<BenchEvent> {
     /// The harness rows 0..count with `keys` keys, timestamped by `ts_ms`.
     pub fn bench(count: u64, keys: u64) -> Self {
-        Datagen::new(count, move |id, _| BenchEvent::of(id, keys)).with_timestamps(|e| e.ts_ms)
+        Datagen::new_timestamped(count, move |id, _| BenchEvent::of(id, keys), |e| e.ts_ms)
     }
 }
 
