@@ -358,15 +358,6 @@ impl<T: Data> Output<T> for ChannelWriter<T> {
         };
         self.push(i, rec)
     }
-    fn collect_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
-        let mut r = Ok(());
-        for rec in batch.drain(..) {
-            if r.is_ok() {
-                r = self.collect(rec);
-            }
-        }
-        r
-    }
     fn watermark(&mut self, wm: Watermark) -> Result<()> {
         self.send_all(|| Message::Watermark(wm))
     }

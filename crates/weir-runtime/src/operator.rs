@@ -30,13 +30,7 @@ pub trait OneInputOperator<In, Out>: 'static {
         ctx: &mut OperatorContext,
         out: &mut dyn Output<Out>,
     ) -> Result<()> {
-        let mut r = Ok(());
-        for rec in batch.drain(..) {
-            if r.is_ok() {
-                r = self.process(rec, ctx, out);
-            }
-        }
-        r
+        weir_types::drain_each(batch, |rec| self.process(rec, ctx, out))
     }
     /// The input watermark advanced (fire event-time timers here); must forward it (or a
     /// lower one, later) to `out`.

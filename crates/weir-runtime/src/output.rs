@@ -37,13 +37,7 @@ pub trait Output<T> {
     /// time (map, filter, keyed state with grouped lookups, sinks) override it.
     #[inline]
     fn collect_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
-        let mut r = Ok(());
-        for rec in batch.drain(..) {
-            if r.is_ok() {
-                r = self.collect(rec);
-            }
-        }
-        r
+        weir_types::drain_each(batch, |rec| self.collect(rec))
     }
     /// Event time advanced.
     fn watermark(&mut self, wm: Watermark) -> Result<()>;

@@ -186,13 +186,7 @@ impl<T: 'static> SourceOutput<T> {
             return self.chain.collect_batch(batch);
         };
         if strategy.generate && strategy.emit == WatermarkEmit::PerRecord {
-            let mut r = Ok(());
-            for rec in batch.drain(..) {
-                if r.is_ok() {
-                    r = self.collect(split, rec.value, rec.ts);
-                }
-            }
-            return r;
+            return weir_types::drain_each(batch, |rec| self.collect(split, rec.value, rec.ts));
         }
         self.ctx.records_in.add(batch.len() as u64);
         let generate = strategy.generate;

@@ -22,4 +22,4 @@ mod record;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data::{Data, Key};
 pub use error::{BoxError, ErrorKind, Position, Result, WeirError};
-pub use record::{Record, Watermark, WatermarkStatus, NO_TIMESTAMP};
+pub use record::{drain_each, Record, Watermark, WatermarkStatus, NO_TIMESTAMP};

@@ -56,3 +56,19 @@ pub enum WatermarkStatus {
     /// Idle; its watermark is ignored until it becomes active again.
     Idle,
 }
+
+/// Takes every record out of `batch`, in order, into `f`, and stops calling `f` at its first
+/// error (the batch is emptied all the same): how a batch is handled record by record.
+#[inline]
+pub fn drain_each<T, E>(
+    batch: &mut Vec<Record<T>>,
+    mut f: impl FnMut(Record<T>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut r = Ok(());
+    for rec in batch.drain(..) {
+        if r.is_ok() {
+            r = f(rec);
+        }
+    }
+    r
+}

@@ -215,12 +215,7 @@ impl<In, Out: 'static, F: ProcessFunction<In, Out>> OneInputOperator<In, Out>
         out: &mut dyn Output<Out>,
     ) -> Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
-        let mut r = Ok(());
-        for rec in batch.drain(..) {
-            if r.is_ok() {
-                r = self.process_one(rec, ctx, &mut buf);
-            }
-        }
+        let r = weir_types::drain_each(batch, |rec| self.process_one(rec, ctx, &mut buf));
         // What was emitted before an error goes on, as it would record by record.
         let sent = out.collect_batch(&mut buf.buf);
         self.buf = buf;

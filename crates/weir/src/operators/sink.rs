@@ -38,13 +38,7 @@ pub trait SinkWriter<T> {
     fn write(&mut self, rec: Record<T>) -> Result<()>;
     /// Several records in order, as if written one by one; leaves `batch` empty.
     fn write_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
-        let mut r = Ok(());
-        for rec in batch.drain(..) {
-            if r.is_ok() {
-                r = self.write(rec);
-            }
-        }
-        r
+        weir_types::drain_each(batch, |rec| self.write(rec))
     }
     /// The task has no input ready: push buffered output out.
     fn flush(&mut self) -> Result<()> {
