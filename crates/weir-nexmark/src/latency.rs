@@ -1,14 +1,27 @@
 //! End-to-end latency: events emitted on a wall-clock schedule whose event times *are* their
-//! creation times, and a sink that records `now − creation` per result row.
+//! creation times, and a sink that records, per result row, the wall time at the sink minus the
+//! creation time of the event that made the row final.
 //!
 //! [`PacedSource`] emits event `n` no earlier than the wall-clock instant `base + n / rate`,
 //! which is its `dateTime` ([`NexmarkConfig::timestamp`]) when the configuration's base time
-//! is the wall-clock start: so a row's event time tells when the event that made it was created.
-//! [`LatencySink`] records, per row, the wall time now minus the creation time of the event that
-//! made the row final: the row's own timestamp for per-event queries (q0), and for window
-//! results (timestamped at the window's last millisecond `end − 1`) the first event that can move
-//! the watermark past that millisecond, `end + watermark delay` (the watermark trails the
-//! highest time by `delay + 1` ms). Latencies go into a [`Histogram`] (HDR-like: < 0.8 % error).
+//! is the wall-clock start: an event's time is when it was created (if the job falls behind,
+//! the events wait in the source, and that wait counts, as it would in a queue in front of the
+//! job).
+//!
+//! **Which event makes a row final** ([`Finality`]):
+//! - per-event rows (q0, q1, q2, q13, q14): the row's own event; the row carries its time.
+//! - event-time window results (q5, q8, q11; timestamped at the window's last millisecond
+//!   `end − 1`): the first event that lets the watermark pass `end − 1`. The watermark trails the
+//!   highest event time by `delay + 1` ms, so that is the first event at or after `end + delay`.
+//!   The `delay` (4 s by default) is the out-of-orderness the job is configured to wait for: it
+//!   is not latency, the time from that event to the row is.
+//! - q7 (bids joined to their window's top price, at `max(end − 1, bid time)`): as a window
+//!   result of the window that ends at `end` (a bid exactly at `end` belongs to that window's
+//!   result too, and is timestamped `end`).
+//!
+//! Rows made final by the end of the input (the last watermark closes every window still open,
+//! before any event at `end + delay` exists) are not measured: [`Histogram::flushed`] counts
+//! them. Latencies go into a [`Histogram`] (HDR-like: < 0.8 % error).
 use crate::generator::NexmarkConfig;
 use crate::model::Event;
 use std::sync::{Arc, Mutex};
@@ -115,6 +128,8 @@ pub struct Histogram {
     max: u64,
     /// Rows whose computed latency was negative (counted as 0).
     pub negative: u64,
+    /// Rows made final by the end of the input, not by an event (not measured).
+    pub flushed: u64,
 }
 
 const SUB: u32 = 7; // 2^7 = 128 buckets per power of two
@@ -127,6 +142,7 @@ impl Default for Histogram {
             total: 0,
             max: 0,
             negative: 0,
+            flushed: 0,
         }
     }
 }
@@ -172,6 +188,7 @@ impl Histogram {
         self.total += o.total;
         self.max = self.max.max(o.max);
         self.negative += o.negative;
+        self.flushed += o.flushed;
     }
     /// How many values.
     pub fn count(&self) -> u64 {
@@ -214,19 +231,62 @@ impl Histogram {
     }
 }
 
-/// A sink recording each row's latency: wall time now − (its timestamp + `final_after_ms`), in
-/// µs, into a histogram shared by its subtasks.
+/// Which event makes a row final, from the row's timestamp (see the module's documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finality {
+    /// The row's own event: final at its timestamp.
+    PerEvent,
+    /// An event-time window result at `end − 1`: final at `end + delay_ms`.
+    WindowEnd {
+        /// How far the watermark trails the highest event time (less 1 ms).
+        delay_ms: i64,
+    },
+    /// q7's rows, at `max(end − 1, bid time)` for the window `[end − size, end)`: final at
+    /// `end + delay_ms`.
+    TopBids {
+        /// The tumbling window's size.
+        size_ms: i64,
+        /// How far the watermark trails the highest event time (less 1 ms).
+        delay_ms: i64,
+    },
+}
+
+impl Finality {
+    /// The creation time (ms) of the event that makes a row timestamped `ts` final.
+    pub fn final_at(self, ts: i64) -> i64 {
+        match self {
+            Finality::PerEvent => ts,
+            Finality::WindowEnd { delay_ms } => ts + 1 + delay_ms,
+            Finality::TopBids { size_ms, delay_ms } => {
+                // A bid exactly at a window's end is stamped `end`; every other row `end − 1`.
+                let end = if ts.rem_euclid(size_ms) == 0 {
+                    ts
+                } else {
+                    ts + 1
+                };
+                end + delay_ms
+            }
+        }
+    }
+}
+
+/// A sink recording each row's latency: wall time now − the creation time of the event that
+/// made the row final, in µs, into a histogram shared by its subtasks. Rows that only the end
+/// of the input made final (their closing event would come after the last event) are counted
+/// in [`Histogram::flushed`] instead.
 pub struct LatencySink {
-    final_after_ms: i64,
+    finality: Finality,
+    last_event_ms: i64,
     hist: Arc<Mutex<Histogram>>,
 }
 
 impl LatencySink {
-    /// A sink for rows made final by the event created `final_after_ms` after the row's
-    /// timestamp (0 for per-event rows; `1 + watermark delay` for window results).
-    pub fn new(final_after_ms: i64) -> Self {
+    /// A sink for rows made final as `finality` says, on input whose last event is created at
+    /// `last_event_ms`.
+    pub fn new(finality: Finality, last_event_ms: i64) -> Self {
         LatencySink {
-            final_after_ms,
+            finality,
+            last_event_ms,
             hist: Arc::default(),
         }
     }
@@ -239,7 +299,8 @@ impl LatencySink {
 impl Clone for LatencySink {
     fn clone(&self) -> Self {
         LatencySink {
-            final_after_ms: self.final_after_ms,
+            finality: self.finality,
+            last_event_ms: self.last_event_ms,
             hist: self.hist.clone(),
         }
     }
@@ -251,7 +312,8 @@ impl<T: Data> Sink<T> for LatencySink {
     }
     fn create_writer(&self, _: usize, _: usize) -> weir::Result<Box<dyn SinkWriter<T>>> {
         Ok(Box::new(LatencyWriter {
-            final_after_us: self.final_after_ms * 1000,
+            finality: self.finality,
+            last_event_ms: self.last_event_ms,
             local: Histogram::default(),
             shared: self.hist.clone(),
         }))
@@ -259,15 +321,20 @@ impl<T: Data> Sink<T> for LatencySink {
 }
 
 struct LatencyWriter {
-    final_after_us: i64,
+    finality: Finality,
+    last_event_ms: i64,
     local: Histogram,
     shared: Arc<Mutex<Histogram>>,
 }
 
 impl<T: Data> SinkWriter<T> for LatencyWriter {
     fn write(&mut self, rec: Record<T>) -> weir::Result<()> {
-        self.local
-            .record(now_us() - rec.ts * 1000 - self.final_after_us);
+        let at = self.finality.final_at(rec.ts);
+        if at > self.last_event_ms {
+            self.local.flushed += 1;
+        } else {
+            self.local.record(now_us() - at * 1000);
+        }
         Ok(())
     }
     fn finish(&mut self) -> weir::Result<()> {
@@ -311,5 +378,24 @@ mod tests {
         assert!((985..=1000).contains(&h.quantile(0.99)));
         assert_eq!(h.quantile(1.0), 1000);
         assert_eq!(h.cdf().last().map(|c| c.1), Some(1.0));
+    }
+
+    #[test]
+    fn rows_are_final_at_the_event_that_closes_them() {
+        assert_eq!(Finality::PerEvent.final_at(1234), 1234);
+        let w = Finality::WindowEnd { delay_ms: 4000 };
+        // window [0, 10 000) at 9 999: final once an event at 14 000 moves the watermark to 9 999
+        assert_eq!(w.final_at(9_999), 14_000);
+        let q7 = Finality::TopBids {
+            size_ms: 10_000,
+            delay_ms: 4000,
+        };
+        assert_eq!(q7.final_at(9_999), 14_000);
+        assert_eq!(
+            q7.final_at(10_000),
+            14_000,
+            "a bid at the end of the window"
+        );
+        assert_eq!(q7.final_at(19_999), 24_000);
     }
 }

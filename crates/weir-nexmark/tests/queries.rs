@@ -427,6 +427,42 @@ fn q7_includes_a_bid_at_the_end_of_a_window() {
 }
 
 #[test]
+fn q7_keeps_every_bid_at_a_top_price_whatever_comes_first() {
+    // q7 drops bids below a window's running maximum before its join: a higher bid of the next
+    // window seen first must not hide the boundary bid (10 000) at the first window's top, and
+    // ties at a top price all stay.
+    let events = vec![
+        bid(1, 1, 500, 100),
+        bid(1, 5, 900, 12_000),
+        bid(1, 3, 500, 10_000),
+        bid(1, 6, 300, 11_000),
+        bid(1, 2, 400, 9_999),
+        bid(1, 7, 900, 13_000),
+        bid(1, 8, 500, 5_000),
+        bid(1, 9, 100, 19_999),
+    ];
+    for p in [1, 2, 3] {
+        let got = sorted(
+            run_on(p, events.clone(), queries::q7)
+                .iter()
+                .map(|b| (b.bidder, b.price, b.date_time))
+                .collect(),
+        );
+        assert_eq!(
+            got,
+            vec![
+                (1, 500, 100),
+                (3, 500, 10_000),
+                (5, 900, 12_000),
+                (7, 900, 13_000),
+                (8, 500, 5_000)
+            ],
+            "p={p}"
+        );
+    }
+}
+
+#[test]
 fn q3_and_q8_match_sellers_who_come_after_or_before_their_auctions() {
     let person = |id: i64, state: &str, date_time: i64| {
         Event::Person(Person {

@@ -11,6 +11,7 @@
 use crate::functions::{Collector, FnResult};
 use crate::operators::keyed::KeyFn;
 use crate::stream::{DataStream, KeyedStream, OutputTag};
+use crate::windows::StateGauge;
 use crate::windows::{
     ProcessWindowFunction, Window, WindowAssigner, WindowContext, WindowedStream,
 };
@@ -22,7 +23,7 @@ use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
 use weir_runtime::two_input::TwoInputNode;
 use weir_runtime::{OperatorContext, Output, TwoInputOperator};
 use weir_state::{KeyedStateStore, MapState, TimerService};
-use weir_types::metrics::{Counter, Gauge};
+use weir_types::metrics::Counter;
 use weir_types::{Data, Key, Record, Result, Watermark, WeirError};
 
 /// A record of either side of a join.
@@ -282,7 +283,7 @@ pub(crate) struct IntervalJoinOp<K: Key, A, B, F> {
     late_left: Option<String>,
     late_right: Option<String>,
     late_dropped: Counter,
-    state_entries: Gauge,
+    state_entries: StateGauge,
 }
 
 impl<K: Key, A: Data, B: Data, R> IntervalJoinOp<K, A, B, F2<A, B, R>> {
@@ -318,7 +319,7 @@ impl<K: Key, A: Data, B: Data, R> IntervalJoinOp<K, A, B, F2<A, B, R>> {
             late_left,
             late_right,
             late_dropped: ctx.counter("late_records_dropped"),
-            state_entries: ctx.metrics.gauge(&ctx.name, ctx.subtask, "state_entries"),
+            state_entries: StateGauge::new(ctx),
         })
     }
 
@@ -326,9 +327,10 @@ impl<K: Key, A: Data, B: Data, R> IntervalJoinOp<K, A, B, F2<A, B, R>> {
         wm != i64::MIN && ts < wm
     }
 
-    fn report_state(&mut self) {
-        let n = self.store.total_entries() + self.timers.event.len();
-        self.state_entries.set(n as i64);
+    fn report_state(&mut self, exact: bool) {
+        let (store, timers) = (&self.store, &self.timers);
+        self.state_entries
+            .report(exact, || store.total_entries() + timers.event.len());
     }
 }
 
@@ -447,7 +449,7 @@ impl<K: Key, A: Data, B: Data, R: Data> TwoInputOperator<A, B, R>
                 self.right.remove(&mut self.store, &bucket);
             }
         }
-        self.report_state();
+        self.report_state(wm.0 == i64::MAX);
         out.watermark(wm)
     }
 }

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use weir::prelude::*;
 use weir::Data;
-use weir_nexmark::latency::{self, LatencySink, PacedSource};
+use weir_nexmark::latency::{self, Finality, LatencySink, PacedSource};
 use weir_nexmark::{files, queries, NexmarkConfig, NexmarkSource};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -61,7 +61,10 @@ struct Cli {
     #[arg(long)]
     input_events: Option<u64>,
     /// Latency run: generated events paced at `--rate` per second of wall-clock time, whose
-    /// event times are their creation times; rows go to a latency histogram (no output).
+    /// event times are their creation times; rows go to a latency histogram (no output): per
+    /// row, the time from the creation of the event that made it final (its own, or the first
+    /// that moves the watermark past its window) to the sink. For q0–q2, q5, q7, q8, q11, q13,
+    /// q14.
     #[arg(long, conflicts_with_all = ["input", "csv", "output", "rate_limited"])]
     latency: bool,
     /// Read events from a CSV directory (`person.csv`, `auction.csv`, `bid.csv`).
@@ -113,6 +116,20 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = StreamEnv::from_options(cli.weir.clone())?;
     let delay = cli.watermark_delay_ms;
+    // per-event rows are final when made; window results when the watermark passes their end
+    let finality = match cli.query {
+        Query::Q0 | Query::Q1 | Query::Q2 | Query::Q13 | Query::Q14 => Some(Finality::PerEvent),
+        Query::Q5 | Query::Q8 | Query::Q11 => Some(Finality::WindowEnd {
+            delay_ms: delay as i64,
+        }),
+        Query::Q7 => Some(Finality::TopBids {
+            size_ms: queries::WINDOW_MS,
+            delay_ms: delay as i64,
+        }),
+        // joins whose rows are made by a record or a timer that the row's time does not tell
+        Query::Q3 | Query::Q4 | Query::Q6 | Query::Q9 | Query::Q12 => None,
+    };
+    let mut lat = None;
     let events = match (&cli.input, &cli.csv) {
         (Some(p), _) => files::read_json_lines(&env, p, delay),
         (_, Some(d)) => files::read_csv(&env, d, delay).map_err(anyhow::Error::msg)?,
@@ -124,6 +141,11 @@ fn main() -> anyhow::Result<()> {
                 .rate(cli.rate)
                 .base_time_ms(start_ms);
             cfg.validate().map_err(anyhow::Error::msg)?;
+            let Some(finality) = finality else {
+                anyhow::bail!("--latency: not defined for {:?}'s rows", cli.query);
+            };
+            let last = cfg.timestamp(cli.events.saturating_sub(1));
+            lat = Some(LatencySink::new(finality, last));
             PacedSource::new(cfg).stream(&env, delay)
         }
         _ => {
@@ -137,12 +159,6 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let count = DiscardSink::new();
-    // per-event rows are final when made; window results when the watermark passes their end
-    let final_after_ms = match cli.query {
-        Query::Q0 | Query::Q1 | Query::Q2 | Query::Q13 | Query::Q14 => 0,
-        _ => 1 + delay as i64,
-    };
-    let lat = cli.latency.then(|| LatencySink::new(final_after_ms));
     match cli.query {
         Query::Q0 => emit(queries::q0(&events), &cli, &count, &lat),
         Query::Q1 => emit(queries::q1(&events), &cli, &count, &lat),
@@ -195,8 +211,8 @@ fn main() -> anyhow::Result<()> {
         let q = |x: f64| h.quantile(x);
         let cdf: Vec<_> = h.cdf().into_iter().map(|(us, f)| [us as f64, f]).collect();
         detail["latency"] = serde_json::json!({
-            "rate": cli.rate, "final_after_ms": final_after_ms, "rows": h.count(),
-            "negative": h.negative, "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99),
+            "rate": cli.rate, "finality": finality.map(|f| format!("{f:?}")), "rows": h.count(),
+            "flushed": h.flushed, "negative": h.negative, "p50_us": q(0.5), "p90_us": q(0.9), "p99_us": q(0.99),
             "p999_us": q(0.999), "max_us": h.max(), "cdf": cdf,
         });
     }

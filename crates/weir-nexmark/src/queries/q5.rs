@@ -4,7 +4,8 @@
 //! joined to the maximum count of the same window on `num >= maxn`, selecting `auction, num`
 //! (every auction tied for the maximum).
 //!
-//! Weir: sliding windows per auction count the bids; their results (timestamped at their
+//! Weir: sliding windows per auction count the bids (by 2 s slices, as Flink SQL's window
+//! aggregation does: a bid adds to one count, a window sums its five); their results (timestamped at their
 //! window's last millisecond) go, keyed by window, into tumbling windows of the slide, which
 //! contain exactly the counts of one sliding window and keep the auctions with the top count.
 use super::{bids, SLIDE_MS, WINDOW_MS};
@@ -66,6 +67,7 @@ pub fn q5(events: &DataStream<Event>) -> DataStream<Q5Row> {
     bids(events)
         .key_by(|b: &Bid| b.auction)
         .window(Sliding::event_time(WINDOW_MS, SLIDE_MS))
+        .with_slicing()
         .aggregate_with(Count, |auction: &i64, w: &TimeWindow, n: u64| {
             AuctionCount {
                 auction: *auction,

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use weir_runtime::{Poll, PositionKind, Source, SourceOutput, SourceReader};
 use weir_types::{Data, Record, Result, WeirError, NO_TIMESTAMP};
 
-type ParseFn<T> = Arc<dyn Fn(&[u8]) -> std::result::Result<T, String> + Send + Sync>;
+/// Parses one line.
+type LineParser<T> = Box<dyn FnMut(&[u8]) -> std::result::Result<T, String> + Send>;
+/// Makes a file's parser when the file is opened (a CSV parser keeps its buffers from line to
+/// line).
+type ParseFn<T> = Arc<dyn Fn() -> LineParser<T> + Send + Sync>;
 
 /// How records are laid out in files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,16 +38,9 @@ impl<T: DeserializeOwned + Data> FileSource<T> {
     pub fn csv(path: impl AsRef<Path>) -> Self {
         FileSource {
             path: path.as_ref().to_path_buf(),
-            parse: Arc::new(|line| {
-                let mut r = csv::ReaderBuilder::new()
-                    .has_headers(false)
-                    .buffer_capacity(line.len() + 16)
-                    .from_reader(line);
-                match r.deserialize::<T>().next() {
-                    Some(Ok(v)) => Ok(v),
-                    Some(Err(e)) => Err(csv_error(e)),
-                    None => Err("empty record".into()),
-                }
+            parse: Arc::new(|| {
+                let mut p = CsvLine::default();
+                Box::new(move |line| p.parse(line))
             }),
             skip_lines: 0,
         }
@@ -52,9 +49,77 @@ impl<T: DeserializeOwned + Data> FileSource<T> {
     pub fn json_lines(path: impl AsRef<Path>) -> Self {
         FileSource {
             path: path.as_ref().to_path_buf(),
-            parse: Arc::new(|line| serde_json::from_slice(line).map_err(|e| e.to_string())),
+            parse: Arc::new(|| {
+                Box::new(|line| serde_json::from_slice(line).map_err(|e| e.to_string()))
+            }),
             skip_lines: 0,
         }
+    }
+}
+
+/// Splits CSV lines into fields with one parser and one record for a whole file (the csv
+/// crate's defaults: `,`, `"` quotes, doubled quotes inside them), then deserializes the record.
+struct CsvLine {
+    parser: csv_core::Reader,
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+    record: csv::ByteRecord,
+}
+
+impl Default for CsvLine {
+    fn default() -> Self {
+        CsvLine {
+            // `new`, not `default`: csv-core's derived default has no delimiter.
+            parser: csv_core::Reader::new(),
+            fields: Vec::new(),
+            ends: Vec::new(),
+            record: csv::ByteRecord::new(),
+        }
+    }
+}
+
+impl CsvLine {
+    fn parse<T: DeserializeOwned>(&mut self, line: &[u8]) -> std::result::Result<T, String> {
+        use csv_core::ReadRecordResult as R;
+        self.parser.reset();
+        if self.fields.len() < line.len() + 16 {
+            self.fields.resize(line.len() + 16, 0);
+        }
+        if self.ends.is_empty() {
+            self.ends.resize(16, 0);
+        }
+        let (mut input, mut nf, mut ne) = (line, 0, 0);
+        let mut at_end = false;
+        loop {
+            let (res, i, o, e) =
+                self.parser
+                    .read_record(input, &mut self.fields[nf..], &mut self.ends[ne..]);
+            input = &input[i..];
+            nf += o;
+            ne += e;
+            match res {
+                // The whole line is in: an empty input then ends the record.
+                R::InputEmpty if !at_end => at_end = true,
+                R::InputEmpty => return Err("unterminated record".into()),
+                R::OutputFull => {
+                    let n = self.fields.len() * 2;
+                    self.fields.resize(n, 0);
+                }
+                R::OutputEndsFull => {
+                    let n = self.ends.len() * 2;
+                    self.ends.resize(n, 0);
+                }
+                R::Record => break,
+                R::End => return Err("empty record".into()),
+            }
+        }
+        self.record.clear();
+        let mut start = 0;
+        for &end in &self.ends[..ne] {
+            self.record.push_field(&self.fields[start..end]);
+            start = end;
+        }
+        self.record.deserialize::<T>(None).map_err(csv_error)
     }
 }
 
@@ -73,7 +138,9 @@ impl FileSource<String> {
     pub fn text(path: impl AsRef<Path>) -> Self {
         FileSource {
             path: path.as_ref().to_path_buf(),
-            parse: Arc::new(|line| String::from_utf8(line.to_vec()).map_err(|e| e.to_string())),
+            parse: Arc::new(|| {
+                Box::new(|line| String::from_utf8(line.to_vec()).map_err(|e| e.to_string()))
+            }),
             skip_lines: 0,
         }
     }
@@ -108,9 +175,10 @@ impl<T> FileSource<T> {
     }
 }
 
-/// A file being read: its split, reader, line number and byte offset.
-struct Open {
+/// A file being read: its split, reader, parser, line number and byte offset.
+struct Open<T> {
     path: String,
+    parse: LineParser<T>,
     split: usize,
     reader: BufReader<File>,
     line: u64,
@@ -123,7 +191,7 @@ struct FileReader<T> {
     finished: Vec<String>,
     parse: ParseFn<T>,
     skip_lines: u64,
-    current: Option<Open>,
+    current: Option<Open<T>>,
     buf: Vec<u8>,
 }
 
@@ -178,6 +246,7 @@ impl<T: Data> SourceReader<T> for FileReader<T> {
             let split = out.add_split(name.clone(), PositionKind::Line);
             self.current = Some(Open {
                 path: name,
+                parse: (self.parse)(),
                 split,
                 reader: BufReader::with_capacity(256 * 1024, f),
                 line,
@@ -219,7 +288,7 @@ impl<T: Data> SourceReader<T> for FileReader<T> {
                 continue;
             }
             out.set_position(split, cur.line);
-            match (self.parse)(line) {
+            match (cur.parse)(line) {
                 Ok(v) => out.collect(split, v, NO_TIMESTAMP)?,
                 Err(e) => out.bad_record(split, cur.line, line, e)?,
             }
@@ -379,5 +448,39 @@ impl<T> SinkWriter<T> for FileWriter<T> {
         self.out
             .flush()
             .map_err(|e| WeirError::io(format!("writing {}", self.path.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod csv_line_tests {
+    use super::CsvLine;
+
+    #[test]
+    fn one_parser_reads_lines_as_the_csv_crate_does() {
+        let mut p = CsvLine::default();
+        let lines: [&[u8]; 5] = [
+            b"1,alice,10",
+            b"2,\"b, \"\"quoted\"\"\",20",
+            b"3,,30",
+            b"4,\"a long field that is longer than the first line's buffer\",40",
+            b"5,x,50",
+        ];
+        for line in lines {
+            let want: (i64, String, i64) = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(line)
+                .deserialize()
+                .next()
+                .unwrap()
+                .unwrap();
+            assert_eq!(p.parse::<(i64, String, i64)>(line).unwrap(), want);
+        }
+        let e = p.parse::<(i64, String, i64)>(b"x,y,z").unwrap_err();
+        assert!(e.starts_with("field 1:"), "{e}");
+        assert!(
+            p.parse::<(i64, String, i64)>(b"1,2").is_err(),
+            "too few fields"
+        );
+        assert_eq!(p.parse::<(i64, String, i64)>(b"6,y,60").unwrap().0, 6);
     }
 }

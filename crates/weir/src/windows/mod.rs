@@ -45,6 +45,45 @@ use weir_runtime::OperatorContext;
 use weir_state::AggregateFunction;
 use weir_types::{Data, Key, Record};
 
+/// An operator's `state_entries` gauge, refreshed on watermarks and timers at most every
+/// [`StateGauge::EVERY`] of wall-clock time (and always when asked to be exact).
+///
+/// Counting a store's entries is not free: while an asynchronous snapshot still holds a
+/// copy-on-write table, its length costs the writes since the freeze. Recounting on every
+/// watermark (every millisecond with a 1 ms watermark interval) made windows and joins spend
+/// most of their time counting.
+pub(crate) struct StateGauge {
+    gauge: weir_types::metrics::Gauge,
+    last: Option<std::time::Instant>,
+}
+
+impl StateGauge {
+    /// The least time between two counts that are not forced.
+    pub const EVERY: Duration = Duration::from_millis(50);
+
+    pub fn new(ctx: &OperatorContext) -> Self {
+        StateGauge {
+            gauge: ctx.metrics.gauge(&ctx.name, ctx.subtask, "state_entries"),
+            last: None,
+        }
+    }
+
+    /// Sets the gauge to `count()` if `exact` or if the last count is older than
+    /// [`StateGauge::EVERY`].
+    pub fn report(&mut self, exact: bool, count: impl FnOnce() -> usize) {
+        let now = std::time::Instant::now();
+        if !exact
+            && self
+                .last
+                .is_some_and(|t| now.duration_since(t) < Self::EVERY)
+        {
+            return;
+        }
+        self.last = Some(now);
+        self.gauge.set(count() as i64);
+    }
+}
+
 /// What a window function sees besides the key, the window and the input.
 pub struct WindowContext<'a> {
     pub(crate) op: &'a mut OperatorContext,

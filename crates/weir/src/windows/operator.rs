@@ -7,12 +7,13 @@ use crate::functions::{user_result, Collector};
 use crate::operators::keyed::KeyFn;
 use crate::windows::assigners::{TimeKind, Window, WindowAssigner};
 use crate::windows::triggers::{Trigger, TriggerContext, TriggerOps, TriggerResult};
+use crate::windows::StateGauge;
 use crate::windows::{ProcessWindowFunction, WindowContext};
 use std::sync::Arc;
 use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
 use weir_runtime::{OneInputOperator, OperatorContext, Output};
 use weir_state::{AggregateFunction, AggregatingState, KeyedStateStore, TimerService, ValueState};
-use weir_types::metrics::{Counter, Gauge};
+use weir_types::metrics::Counter;
 use weir_types::{Data, Key, Record, Result, Watermark, WeirError};
 
 struct Ops<'a, K: Key, W: Window> {
@@ -98,7 +99,7 @@ pub(crate) struct WindowOp<K: Key, T, A: WindowAssigner<T>, ACC, AOUT, R, F> {
     pub slots: Vec<ValueState<i64, A::W>>,
     pub windows: Vec<A::W>,
     pub late_dropped: Counter,
-    pub state_entries: Gauge,
+    pub state_entries: StateGauge,
     /// The trigger fires only at the window's end, windows don't merge and there is no allowed
     /// lateness: one timer per key and window, no trigger calls (same results).
     pub fast: bool,
@@ -175,7 +176,7 @@ where
             slots,
             windows: Vec::new(),
             late_dropped: ctx.counter("late_records_dropped"),
-            state_entries: ctx.metrics.gauge(&ctx.name, ctx.subtask, "state_entries"),
+            state_entries: StateGauge::new(ctx),
             _r: std::marker::PhantomData,
         })
     }
@@ -573,9 +574,11 @@ where
         }
     }
 
-    fn report_state(&mut self) {
-        let n = self.store.total_entries() + self.timers.event.len() + self.timers.processing.len();
-        self.state_entries.set(n as i64);
+    fn report_state(&mut self, exact: bool) {
+        let (store, timers) = (&self.store, &self.timers);
+        self.state_entries.report(exact, || {
+            store.total_entries() + timers.event.len() + timers.processing.len()
+        });
     }
 }
 
@@ -687,7 +690,7 @@ where
         while let Some((ts, key, w)) = self.timers.event.pop_due(wm.0) {
             self.on_timer(ts, key, w, true, ctx, out)?;
         }
-        self.report_state();
+        self.report_state(wm.0 == i64::MAX);
         out.watermark(wm)
     }
 
@@ -704,12 +707,12 @@ where
         while let Some((ts, key, w)) = self.timers.processing.pop_due(now) {
             self.on_timer(ts, key, w, false, ctx, out)?;
         }
-        self.report_state();
+        self.report_state(false);
         Ok(())
     }
 
     fn end_input(&mut self, _: &mut OperatorContext, _: &mut dyn Output<R>) -> Result<()> {
-        self.report_state();
+        self.report_state(true);
         Ok(())
     }
 }

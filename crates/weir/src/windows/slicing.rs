@@ -16,12 +16,13 @@
 use crate::functions::{user_result, Collector};
 use crate::operators::keyed::KeyFn;
 use crate::windows::assigners::{window_start, TimeKind, Window};
+use crate::windows::StateGauge;
 use crate::windows::{ProcessWindowFunction, WindowContext};
 use std::sync::Arc;
 use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
 use weir_runtime::{OneInputOperator, OperatorContext, Output};
 use weir_state::{AggregateFunction, AggregatingState, KeyedStateStore, TimerService};
-use weir_types::metrics::{Counter, Gauge};
+use weir_types::metrics::Counter;
 use weir_types::{Data, Key, Record, Result, Watermark, WeirError, NO_TIMESTAMP};
 
 /// The slicing of an aligned sliding assigner: windows `[s, s + size)` for every `s ≡ offset
@@ -48,7 +49,7 @@ pub(crate) struct SlicingOp<K: Key, T, W, ACC, AOUT, R, F> {
     pub timers: TimerService<K, i64>,
     pub contents: AggregatingState<T, ACC, AOUT, i64>,
     pub late_dropped: Counter,
-    pub state_entries: Gauge,
+    pub state_entries: StateGauge,
     pub _w: std::marker::PhantomData<fn() -> (W, R)>,
 }
 
@@ -92,7 +93,7 @@ where
             timers,
             contents,
             late_dropped: ctx.counter("late_records_dropped"),
-            state_entries: ctx.metrics.gauge(&ctx.name, ctx.subtask, "state_entries"),
+            state_entries: StateGauge::new(ctx),
             _w: std::marker::PhantomData,
         })
     }
@@ -154,9 +155,11 @@ where
         user_result(r, ctx)
     }
 
-    fn report_state(&mut self) {
-        let n = self.store.total_entries() + self.timers.event.len() + self.timers.processing.len();
-        self.state_entries.set(n as i64);
+    fn report_state(&mut self, exact: bool) {
+        let (store, timers) = (&self.store, &self.timers);
+        self.state_entries.report(exact, || {
+            store.total_entries() + timers.event.len() + timers.processing.len()
+        });
     }
 }
 
@@ -245,7 +248,7 @@ where
         while let Some((_, key, end)) = self.timers.event.pop_due(wm.0) {
             self.fire(key, end, ctx, out)?;
         }
-        self.report_state();
+        self.report_state(wm.0 == i64::MAX);
         out.watermark(wm)
     }
 
@@ -262,12 +265,12 @@ where
         while let Some((_, key, end)) = self.timers.processing.pop_due(now) {
             self.fire(key, end, ctx, out)?;
         }
-        self.report_state();
+        self.report_state(false);
         Ok(())
     }
 
     fn end_input(&mut self, _: &mut OperatorContext, _: &mut dyn Output<R>) -> Result<()> {
-        self.report_state();
+        self.report_state(true);
         Ok(())
     }
 }
