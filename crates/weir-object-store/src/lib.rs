@@ -49,7 +49,17 @@ pub struct ObjectStorage {
     prefix: String,
     /// For logs: the URL.
     location: String,
-    rt: tokio::runtime::Runtime,
+    /// Always `Some` but in `drop`.
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ObjectStorage {
+    fn drop(&mut self) {
+        // Without blocking: dropping a runtime blocks, which panics inside another runtime.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl std::fmt::Debug for ObjectStorage {
@@ -116,7 +126,7 @@ impl ObjectStorage {
             store,
             prefix: prefix.trim_matches('/').to_string(),
             location: location.to_string(),
-            rt,
+            rt: Some(rt),
         })
     }
 
@@ -133,14 +143,15 @@ impl ObjectStorage {
     /// Runs `f` to completion on the store's runtime, from any thread (also one that is inside
     /// another tokio runtime, where blocking on this one directly is not allowed).
     fn block<T: Send>(&self, f: impl std::future::Future<Output = T> + Send) -> T {
+        let rt = self.rt.as_ref().expect("the runtime lives until drop");
         if tokio::runtime::Handle::try_current().is_ok() {
             std::thread::scope(|s| {
-                s.spawn(|| self.rt.block_on(f))
+                s.spawn(|| rt.block_on(f))
                     .join()
                     .expect("object store call panicked")
             })
         } else {
-            self.rt.block_on(f)
+            rt.block_on(f)
         }
     }
 

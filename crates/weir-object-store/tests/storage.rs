@@ -347,3 +347,20 @@ fn an_unknown_scheme_or_a_bad_url_is_a_clear_error() {
     assert!(e.contains("s3"), "{e}");
     let _ = ObjectStorage::s3_from_env("s3://weir/some/prefix").unwrap();
 }
+
+/// Called from a thread that is inside another tokio runtime (an async operator's, say), and
+/// dropped there: neither blocks that runtime's way nor panics.
+#[test]
+fn usable_and_droppable_inside_another_tokio_runtime() {
+    let (s, _) = storage("in-runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        s.put("a/b", b"x").unwrap();
+        assert_eq!(s.get("a/b").unwrap(), b"x");
+        assert_eq!(s.list("a").unwrap(), vec!["b"]);
+        s.delete_prefix("").unwrap();
+        drop(s);
+    });
+}

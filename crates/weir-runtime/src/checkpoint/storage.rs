@@ -254,3 +254,34 @@ impl CheckpointStorage for LocalStorage {
             .map_err(|e| WeirError::io(format!("reading {}", full.display()), e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_pick_their_storage_by_scheme() {
+        let dir = std::env::temp_dir().join(format!("weir-storage-loc-{}", std::process::id()));
+        let plain = storage_from_location(&dir.to_string_lossy()).unwrap();
+        plain.put("a/b", b"x").unwrap();
+        let file = storage_from_location(&format!("file://{}", dir.display())).unwrap();
+        assert_eq!(file.get("a/b").unwrap(), b"x");
+        let e = storage_from_location("s3://bucket/p")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weir_object_store::register()"), "{e}");
+        register_storage(
+            "mem-test",
+            Arc::new(move |url: &str| {
+                let rest = url.split_once("://").unwrap().1.to_string();
+                let s: Arc<dyn CheckpointStorage> =
+                    Arc::new(LocalStorage::new(std::env::temp_dir().join(rest))?);
+                Ok(s)
+            }),
+        );
+        let named = format!("weir-storage-loc-{}", std::process::id());
+        let custom = storage_from_location(&format!("MEM-TEST://{named}")).unwrap();
+        assert_eq!(custom.get("a/b").unwrap(), b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
