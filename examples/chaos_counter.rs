@@ -5,6 +5,7 @@
 //!
 //!     chaos_counter --events N --keys K --rate EVENTS_PER_S --output DIR
 //!                   --checkpoint-dir C --checkpoint-interval 500ms [--restore latest]
+//!                   (C: a directory, or s3://bucket/prefix with AWS_ENDPOINT_URL etc. set)
 //!                   [--parallelism P] [--state-backend memory|disk[:DIR]] [--state-memory 64MiB]
 use clap::Parser;
 use std::path::PathBuf;
@@ -71,6 +72,7 @@ impl KeyedProcessFunction<u64, BenchEvent, (u64, u64, u64)> for Count {
 fn main() -> anyhow::Result<()> {
     weir::init_logging();
     weir_rocksdb::register(); // --state-backend disk
+    weir_object_store::register(); // --checkpoint-dir s3://bucket/prefix
     let cli = Cli::parse();
     let env = StreamEnv::from_options(cli.weir)?;
     let mut gen = Datagen::bench(cli.events, cli.keys);

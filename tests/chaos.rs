@@ -3,11 +3,19 @@
 //! with exact per-key counts, on the memory and the disk state backend. Small enough for CI (5
 //! kills each, under a minute on a debug build).
 //!
+//! The same runs with checkpoints in a real S3-compatible server on 127.0.0.1 (`s3://…`): the
+//! one named by `S3_ENDPOINT` (scripts/test starts it), or one started here through
+//! `scripts/services start s3`; without a server those tests fail, they do not skip.
+//!
 //! Needs `python3` and the example binary (`cargo build --examples`, or `cargo test`, which
 //! builds the examples before running the tests).
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use weir_runtime::checkpoint::format::{list_checkpoints, parse_manifest};
+use weir_runtime::checkpoint::storage::storage_from_location;
 
 /// A run that takes longer than this is a hang.
 const HANG: Duration = Duration::from_secs(240);
@@ -28,10 +36,70 @@ fn example(name: &str) -> PathBuf {
     p
 }
 
-/// Runs `scripts/chaos` with 5 kills on `state_backend` and checks exactly-once output.
-fn survives_kill_9_exactly_once(state_backend: &str) {
+/// `s3://BUCKET` of the test server, with `AWS_*` set (here, and so for the children) from
+/// its `S3_*` variables.
+fn s3_bucket() -> &'static str {
+    static B: OnceLock<String> = OnceLock::new();
+    B.get_or_init(|| {
+        let keys = [
+            "S3_ENDPOINT",
+            "S3_ACCESS_KEY_ID",
+            "S3_SECRET_ACCESS_KEY",
+            "S3_BUCKET",
+            "S3_REGION",
+        ];
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        if std::env::var("S3_ENDPOINT").is_ok_and(|e| !e.is_empty()) {
+            for k in keys {
+                vars.insert(
+                    k.into(),
+                    std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set")),
+                );
+            }
+        } else {
+            let dir = std::env::var("WEIR_SERVICES_DIR")
+                .unwrap_or_else(|_| format!("{}/weir-services", env!("CARGO_TARGET_TMPDIR")));
+            let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services"))
+                .args(["start", "s3"])
+                .env("WEIR_SERVICES_DIR", &dir)
+                .output()
+                .expect("running scripts/services");
+            assert!(
+                out.status.success(),
+                "scripts/services start s3 failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for l in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some((k, v)) = l.split_once('=') {
+                    vars.insert(k.into(), v.into());
+                }
+            }
+        }
+        std::env::set_var("AWS_ENDPOINT_URL", &vars["S3_ENDPOINT"]);
+        std::env::set_var("AWS_ACCESS_KEY_ID", &vars["S3_ACCESS_KEY_ID"]);
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", &vars["S3_SECRET_ACCESS_KEY"]);
+        std::env::set_var("AWS_REGION", &vars["S3_REGION"]);
+        weir_object_store::register();
+        format!("s3://{}", vars["S3_BUCKET"])
+    })
+}
+
+/// Runs `scripts/chaos` with 5 kills on `state_backend` and checks exactly-once output;
+/// checkpoints go to the work directory, or to the S3 test server with `s3`.
+fn survives_kill_9_exactly_once(state_backend: &str, s3: bool) {
     let kills = 5;
     let work = tempfile::tempdir().unwrap();
+    let s3_dir = s3.then(|| {
+        format!(
+            "{}/chaos/{state_backend}-{}-{}",
+            s3_bucket(),
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        )
+    });
     let (out_path, err_path) = (work.path().join("stdout"), work.path().join("stderr"));
     // 50 000 events at 10 000/s need 5 s of processing; every run before the 5th kill lasts
     // at most 0.8 s, so the job cannot finish before it has been killed 5 times.
@@ -44,6 +112,7 @@ fn survives_kill_9_exactly_once(state_backend: &str) {
         .args(["--parallelism", "2", "--interval", "100ms"])
         .args(["--min-ms", "150", "--max-ms", "800", "--seed", "7"])
         .args(["--state-backend", state_backend, "--keep"])
+        .args(s3_dir.iter().flat_map(|d| ["--checkpoint-dir", d.as_str()]))
         .stdout(Stdio::from(std::fs::File::create(&out_path).unwrap()))
         .stderr(Stdio::from(std::fs::File::create(&err_path).unwrap()))
         .spawn()
@@ -94,7 +163,24 @@ fn survives_kill_9_exactly_once(state_backend: &str) {
             .find_map(|l| l.strip_prefix("work dir: "))
             .unwrap_or_else(|| panic!("no work dir in {stderr}")),
     );
-    if state_backend == "disk" {
+    if let Some(url) = &s3_dir {
+        // The checkpoints are in S3 (none in the work directory), with their manifests.
+        assert!(!kept.join("chk").exists(), "checkpoints written locally");
+        let st = storage_from_location(url).unwrap();
+        let dirs = list_checkpoints(&*st).unwrap();
+        let newest = dirs
+            .first()
+            .unwrap_or_else(|| panic!("no checkpoint in {url}"));
+        let manifest = parse_manifest(&st.get(&format!("{newest}/_manifest")).unwrap()).unwrap();
+        if state_backend == "disk" {
+            assert!(
+                manifest.shared_paths().next().is_some(),
+                "not a native checkpoint: {manifest:?}"
+            );
+        }
+        st.delete_prefix("").unwrap();
+        assert!(st.list("").unwrap().is_empty());
+    } else if state_backend == "disk" {
         // The checkpoints were native, and no working files are left: each run deleted what
         // the killed one before it left, and the last deleted its own.
         let chk = kept.join("chk");
@@ -110,6 +196,8 @@ fn survives_kill_9_exactly_once(state_backend: &str) {
             manifest.contains("\"native_files\"") && manifest.contains("\"shared/"),
             "not a native checkpoint: {manifest}"
         );
+    }
+    if state_backend == "disk" {
         let left: Vec<_> = std::fs::read_dir(kept.join("state")).unwrap().collect();
         assert!(left.is_empty(), "working files left: {left:?}");
     }
@@ -118,12 +206,25 @@ fn survives_kill_9_exactly_once(state_backend: &str) {
 
 #[test]
 fn chaos_counter_survives_kill_9_exactly_once() {
-    survives_kill_9_exactly_once("memory");
+    survives_kill_9_exactly_once("memory", false);
 }
 
 /// The same on the disk backend (RocksDB, native incremental checkpoints): each kill leaves a
 /// working directory behind, and each restore opens the latest checkpoint's files.
 #[test]
 fn chaos_counter_on_the_disk_backend_survives_kill_9_exactly_once() {
-    survives_kill_9_exactly_once("disk");
+    survives_kill_9_exactly_once("disk", false);
+}
+
+/// Checkpoints in S3 (a real server on 127.0.0.1): killed 5 times, exactly-once.
+#[test]
+fn chaos_counter_checkpointing_to_s3_survives_kill_9_exactly_once() {
+    survives_kill_9_exactly_once("memory", true);
+}
+
+/// The disk backend's incremental checkpoints in S3: shared SST objects uploaded once,
+/// restored from S3 after each kill.
+#[test]
+fn chaos_counter_on_the_disk_backend_checkpointing_to_s3_survives_kill_9_exactly_once() {
+    survives_kill_9_exactly_once("disk", true);
 }

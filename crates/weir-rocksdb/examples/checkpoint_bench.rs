@@ -8,7 +8,10 @@
 //!
 //!     cargo run --release -p weir-rocksdb --example checkpoint_bench -- \
 //!         [--keys 1000000] [--value-bytes 100] [--rounds 5] [--change-percent 1] \
-//!         [--budget-mib 256] [--dir DIR]
+//!         [--budget-mib 256] [--dir DIR] [--storage DIR|s3://bucket/prefix]
+//!
+//! `--storage` puts the checkpoints elsewhere than in `DIR` (an `s3://` URL needs
+//! `AWS_ENDPOINT_URL` and the other `AWS_*` variables, as `weir_object_store` reads them).
 //!
 //! Prints one row per checkpoint: backend, round, sync ms, write ms, size, uploaded.
 use std::collections::BTreeMap;
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use weir_rocksdb::DiskBackendConfig;
 use weir_runtime::checkpoint::format::{checkpoint_dir, retain, write_checkpoint, Uploads};
-use weir_runtime::checkpoint::storage::LocalStorage;
+use weir_runtime::checkpoint::storage::storage_from_location;
 use weir_runtime::checkpoint::{Deferred, OperatorSnapshot, SubtaskId};
 use weir_state::{KeyedStateStore, MemoryBackend, StateBackend, ValueState};
 use weir_types::ManualClock;
@@ -40,6 +43,7 @@ struct Args {
     change_percent: u64,
     budget_mib: u64,
     dir: Option<std::path::PathBuf>,
+    storage: Option<String>,
 }
 
 fn args() -> Args {
@@ -50,6 +54,7 @@ fn args() -> Args {
         change_percent: 1,
         budget_mib: 256,
         dir: None,
+        storage: None,
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     for w in v.chunks(2) {
@@ -62,6 +67,7 @@ fn args() -> Args {
             "--change-percent" => a.change_percent = n().clamp(1, 100),
             "--budget-mib" => a.budget_mib = n(),
             "--dir" => a.dir = Some(val.into()),
+            "--storage" => a.storage = Some(val),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -69,6 +75,7 @@ fn args() -> Args {
 }
 
 fn main() {
+    weir_object_store::register();
     let a = args();
     let root = match &a.dir {
         Some(d) => d.clone(),
@@ -90,9 +97,16 @@ fn main() {
         ("memory", Arc::new(MemoryBackend) as Arc<dyn StateBackend>),
         ("disk", disk.clone()),
     ] {
-        let chk = root.join(format!("chk-{name}"));
-        let _ = std::fs::remove_dir_all(&chk);
-        let storage = LocalStorage::new(&chk).unwrap();
+        let chk = match &a.storage {
+            Some(base) => format!("{}/chk-{name}", base.trim_end_matches('/')),
+            None => root
+                .join(format!("chk-{name}"))
+                .to_string_lossy()
+                .into_owned(),
+        };
+        let storage = storage_from_location(&chk).unwrap();
+        storage.delete_prefix("").unwrap();
+        let storage = &*storage;
         let mut s: KeyedStateStore<u64> =
             KeyedStateStore::new(&*backend, Arc::new(ManualClock::new(0)))
                 .with_scope("op", 0, 1, 128);
@@ -131,7 +145,7 @@ fn main() {
             )]);
             let t = Instant::now();
             let m = write_checkpoint(
-                &storage,
+                storage,
                 &checkpoint_dir(id),
                 id,
                 0,
@@ -142,7 +156,7 @@ fn main() {
                 &mut uploads,
             )
             .unwrap();
-            retain(&storage, 1).unwrap();
+            retain(storage, 1).unwrap();
             let write = t.elapsed();
             if let Some(n) = native {
                 n.discard_local();
@@ -157,6 +171,7 @@ fn main() {
                 m.uploaded_bytes as f64 / (1 << 20) as f64
             );
         }
+        storage.delete_prefix("").unwrap();
     }
     disk.job_ended();
     if a.dir.is_none() {

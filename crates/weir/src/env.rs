@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
-use weir_runtime::checkpoint::storage::{CheckpointStorage, LocalStorage};
+use weir_runtime::checkpoint::storage::{storage_from_location, CheckpointStorage};
 use weir_runtime::checkpoint::{CheckpointConfig, CheckpointMode};
 use weir_runtime::graph::{
     Graph, Node, NodeId, NodeKind, OperatorNode, TypedSource, DEAD_LETTER_TAG,
@@ -160,7 +160,7 @@ impl StreamEnv {
                 .transpose()?;
             match (&o.checkpoint_dir, interval_ms) {
                 (Some(dir), interval) => {
-                    let storage = Arc::new(LocalStorage::new(dir)?);
+                    let storage = storage_from_location(&dir.to_string_lossy())?;
                     let mut c = default_checkpoints(storage, interval.unwrap_or(10_000));
                     if let Some(m) = &o.checkpoint_mode {
                         c.mode = match m.as_str() {
@@ -263,7 +263,8 @@ impl StreamEnv {
         self.inner.borrow_mut().cfg.encode_channels = on;
         self
     }
-    /// Takes a checkpoint every `interval` into `dir` (exactly-once, 3 retained, 10 min timeout),
+    /// Takes a checkpoint every `interval` into `dir` (exactly-once, 3 retained, 10 min timeout;
+    /// `dir` may be a URL of a registered storage, e.g. `s3://bucket/prefix`),
     /// and restarts from the latest one on failure (fixed delay of 1 s) unless another restart
     /// strategy is set.
     pub fn with_checkpointing(
@@ -271,7 +272,7 @@ impl StreamEnv {
         dir: impl AsRef<std::path::Path>,
         interval: Duration,
     ) -> Result<Self> {
-        let storage = Arc::new(LocalStorage::new(dir)?);
+        let storage = storage_from_location(&dir.as_ref().to_string_lossy())?;
         self.with_checkpoint_storage(storage, interval)
     }
     /// Checkpoints into any storage (e.g. an object store).

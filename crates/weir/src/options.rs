@@ -27,7 +27,8 @@ pub struct EnvOptions {
     /// Number of key groups: the upper bound of keyed parallelism, fixed for the life of state.
     #[arg(long, env = "WEIR_MAX_PARALLELISM")]
     pub max_parallelism: Option<usize>,
-    /// Directory for checkpoints.
+    /// Where checkpoints go: a local directory, or a URL of a registered storage, e.g.
+    /// `s3://bucket/prefix` once `weir_object_store::register()` has run.
     #[arg(long, env = "WEIR_CHECKPOINT_DIR")]
     pub checkpoint_dir: Option<PathBuf>,
     /// Checkpoint interval, e.g. `500ms`, `10s`, `1min`.

@@ -1,8 +1,9 @@
 //! Where checkpoints live. Every file is written whole (write to a temporary name, then rename)
 //! and carries a checksum in the manifest.
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
 use weir_state::native::FileSource;
 use weir_types::{Result, WeirError};
 
@@ -41,6 +42,56 @@ pub trait CheckpointStorage: Send + Sync + std::fmt::Debug {
     fn checksum(&self, path: &str) -> Result<(u64, u64)> {
         let bytes = self.get(path)?;
         Ok((bytes.len() as u64, xxhash_rust::xxh3::xxh3_64(&bytes)))
+    }
+}
+
+/// Builds a storage from a location URL (`s3://bucket/prefix`).
+pub type StorageConstructor = Arc<dyn Fn(&str) -> Result<Arc<dyn CheckpointStorage>> + Send + Sync>;
+
+fn registry() -> &'static RwLock<BTreeMap<String, StorageConstructor>> {
+    static R: OnceLock<RwLock<BTreeMap<String, StorageConstructor>>> = OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// Makes checkpoint locations `SCHEME://…` build their storage with `ctor` (given the whole
+/// URL). Storage crates call it (`weir_object_store::register()` adds `s3`), so that the
+/// runtime and the API crate do not depend on their clients at compile time.
+pub fn register_storage(scheme: &str, ctor: StorageConstructor) {
+    registry()
+        .write()
+        .expect("storage registry")
+        .insert(scheme.to_ascii_lowercase(), ctor);
+}
+
+/// The storage at `location` (`--checkpoint-dir`): `SCHEME://…` for a registered scheme,
+/// `file://DIR` or a plain path for a local directory.
+pub fn storage_from_location(location: &str) -> Result<Arc<dyn CheckpointStorage>> {
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return Ok(Arc::new(LocalStorage::new(location)?));
+    };
+    if scheme == "file" {
+        return Ok(Arc::new(LocalStorage::new(rest)?));
+    }
+    let ctor = registry()
+        .read()
+        .expect("storage registry")
+        .get(&scheme.to_ascii_lowercase())
+        .cloned();
+    match ctor {
+        Some(c) => c(location),
+        None => {
+            let mut known = vec!["file".to_string()];
+            known.extend(registry().read().expect("storage registry").keys().cloned());
+            let hint = if scheme == "s3" {
+                " ('s3' is in the weir-object-store crate: call weir_object_store::register() before parsing options)"
+            } else {
+                ""
+            };
+            Err(WeirError::Config(format!(
+                "unknown checkpoint storage scheme '{scheme}://' in {location} (available: {}, or a local path){hint}",
+                known.join(", ")
+            )))
+        }
     }
 }
 
@@ -201,5 +252,36 @@ impl CheckpointStorage for LocalStorage {
         std::fs::File::open(&full)
             .and_then(|mut f| copy_hashing(&mut f, None))
             .map_err(|e| WeirError::io(format!("reading {}", full.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_pick_their_storage_by_scheme() {
+        let dir = std::env::temp_dir().join(format!("weir-storage-loc-{}", std::process::id()));
+        let plain = storage_from_location(&dir.to_string_lossy()).unwrap();
+        plain.put("a/b", b"x").unwrap();
+        let file = storage_from_location(&format!("file://{}", dir.display())).unwrap();
+        assert_eq!(file.get("a/b").unwrap(), b"x");
+        let e = storage_from_location("s3://bucket/p")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("weir_object_store::register()"), "{e}");
+        register_storage(
+            "mem-test",
+            Arc::new(move |url: &str| {
+                let rest = url.split_once("://").unwrap().1.to_string();
+                let s: Arc<dyn CheckpointStorage> =
+                    Arc::new(LocalStorage::new(std::env::temp_dir().join(rest))?);
+                Ok(s)
+            }),
+        );
+        let named = format!("weir-storage-loc-{}", std::process::id());
+        let custom = storage_from_location(&format!("MEM-TEST://{named}")).unwrap();
+        assert_eq!(custom.get("a/b").unwrap(), b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
