@@ -135,6 +135,47 @@ pub(crate) trait ErasedTable: Any {
     fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String>;
 }
 
+/// Buffers reused to encode one entry after another into a snapshot's blocks.
+#[derive(Default)]
+struct EntryScratch {
+    key: Vec<u8>,
+    ns: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// Replaces `buf` with postcard(`v`), keeping its allocation.
+fn encode_into<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
+    buf.clear();
+    let taken = std::mem::take(buf);
+    *buf = postcard::to_extend(v, taken).expect("state of Data types encodes");
+}
+
+impl EntryScratch {
+    /// Adds the entry `(k, n) → v` of table `name` to the block of its key group.
+    fn add<K: Key, N: Namespace, V: Data>(
+        &mut self,
+        blocks: &mut Blocks,
+        name: &str,
+        max_parallelism: usize,
+        k: &K,
+        n: &N,
+        v: &Stamped<V>,
+    ) {
+        encode_into(&mut self.key, k);
+        encode_into(&mut self.ns, n);
+        encode_into(&mut self.value, &v.value);
+        let kg = key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&self.key), max_parallelism) as u32;
+        blocks.entry(kg).or_default().add_entry(
+            name,
+            std::any::type_name::<V>(),
+            &self.key,
+            &self.ns,
+            &self.value,
+            v.written_ms,
+        );
+    }
+}
+
 pub(crate) struct Slot<K, N, V> {
     pub(crate) table: Box<dyn Table<K, N, Stamped<V>>>,
     pub(crate) ttl: Option<StateTtl>,
@@ -170,26 +211,12 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
     }
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks) {
         let ttl = self.ttl;
+        let mut scratch = EntryScratch::default();
         self.table.for_each(&mut |k, n, v| {
             if ttl.is_some_and(|t| now_ms - v.written_ms >= t.ttl_ms) {
                 return; // expired state is not worth restoring
             }
-            let key = to_bytes(k);
-            let kg = key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&key), max_parallelism) as u32;
-            let block = blocks.entry(kg).or_default();
-            if block.tables.last().is_none_or(|t| t.0 != name) {
-                block.tables.push((
-                    name.to_string(),
-                    std::any::type_name::<V>().to_string(),
-                    Vec::new(),
-                ));
-            }
-            block.tables.last_mut().unwrap().2.push(EntryBytes {
-                key,
-                ns: to_bytes(n),
-                value: to_bytes(&v.value),
-                written_ms: v.written_ms,
-            });
+            scratch.add(blocks, name, max_parallelism, k, n, v);
         });
     }
     fn snapshot_job(&mut self, name: &str, max_parallelism: usize, now_ms: i64) -> SnapshotJob {
@@ -197,27 +224,12 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
         let ttl = self.ttl;
         let name = name.to_string();
         Box::new(move |blocks: &mut Blocks| {
+            let mut scratch = EntryScratch::default();
             entries(&mut |k, n, v| {
                 if ttl.is_some_and(|t| now_ms - v.written_ms >= t.ttl_ms) {
                     return;
                 }
-                let key = to_bytes(k);
-                let kg =
-                    key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&key), max_parallelism) as u32;
-                let block = blocks.entry(kg).or_default();
-                if block.tables.last().is_none_or(|t| t.0 != name) {
-                    block.tables.push((
-                        name.clone(),
-                        std::any::type_name::<V>().to_string(),
-                        Vec::new(),
-                    ));
-                }
-                block.tables.last_mut().unwrap().2.push(EntryBytes {
-                    key,
-                    ns: to_bytes(n),
-                    value: to_bytes(&v.value),
-                    written_ms: v.written_ms,
-                });
+                scratch.add(blocks, &name, max_parallelism, k, n, v);
             })
         })
     }
@@ -579,7 +591,7 @@ impl<K: Key> KeyedStateStore<K> {
             for (ts, domain, key, ns) in timers {
                 let kg =
                     key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&key), max_parallelism) as u32;
-                blocks.entry(kg).or_default().timers.push(TimerBytes {
+                blocks.entry(kg).or_default().add_timer(TimerBytes {
                     domain,
                     ts,
                     key,
@@ -661,7 +673,7 @@ impl<K: Key> KeyedStateStore<K> {
         }
         for (ts, domain, key, ns) in timers {
             let kg = key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&key), max_parallelism) as u32;
-            blocks.entry(kg).or_default().timers.push(TimerBytes {
+            blocks.entry(kg).or_default().add_timer(TimerBytes {
                 domain,
                 ts,
                 key,
