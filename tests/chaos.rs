@@ -9,7 +9,6 @@
 //!
 //! Needs `python3` and the example binary (`cargo build --examples`, or `cargo test`, which
 //! builds the examples before running the tests).
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -41,46 +40,10 @@ fn example(name: &str) -> PathBuf {
 fn s3_bucket() -> &'static str {
     static B: OnceLock<String> = OnceLock::new();
     B.get_or_init(|| {
-        let keys = [
-            "S3_ENDPOINT",
-            "S3_ACCESS_KEY_ID",
-            "S3_SECRET_ACCESS_KEY",
-            "S3_BUCKET",
-            "S3_REGION",
-        ];
-        let mut vars: BTreeMap<String, String> = BTreeMap::new();
-        if std::env::var("S3_ENDPOINT").is_ok_and(|e| !e.is_empty()) {
-            for k in keys {
-                vars.insert(
-                    k.into(),
-                    std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set")),
-                );
-            }
-        } else {
-            let dir = std::env::var("WEIR_SERVICES_DIR")
-                .unwrap_or_else(|_| format!("{}/weir-services", env!("CARGO_TARGET_TMPDIR")));
-            let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/services"))
-                .args(["start", "s3"])
-                .env("WEIR_SERVICES_DIR", &dir)
-                .output()
-                .expect("running scripts/services");
-            assert!(
-                out.status.success(),
-                "scripts/services start s3 failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            for l in String::from_utf8_lossy(&out.stdout).lines() {
-                if let Some((k, v)) = l.split_once('=') {
-                    vars.insert(k.into(), v.into());
-                }
-            }
-        }
-        std::env::set_var("AWS_ENDPOINT_URL", &vars["S3_ENDPOINT"]);
-        std::env::set_var("AWS_ACCESS_KEY_ID", &vars["S3_ACCESS_KEY_ID"]);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", &vars["S3_SECRET_ACCESS_KEY"]);
-        std::env::set_var("AWS_REGION", &vars["S3_REGION"]);
-        weir_object_store::register();
-        format!("s3://{}", vars["S3_BUCKET"])
+        weir_object_store::test_server_bucket(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")),
+            &format!("{}/weir-services", env!("CARGO_TARGET_TMPDIR")),
+        )
     })
 }
 

@@ -309,3 +309,49 @@ impl CheckpointStorage for ObjectStorage {
         self.read_hashing(path, None)
     }
 }
+
+/// For tests: `s3://BUCKET` of the project's S3-compatible test server, with `AWS_*` set in
+/// this process (and so for its children) from the server's `S3_*` variables, and `s3`
+/// registered. The server is the one `S3_ENDPOINT` names (`scripts/test` starts it), or one
+/// started here through `<repo_root>/scripts/services start s3` with its runtime files under
+/// `services_dir` (unless `WEIR_SERVICES_DIR` says otherwise). Panics if there is none: tests
+/// that need S3 fail, they do not skip. Call it once per process (e.g. from a `OnceLock`).
+pub fn test_server_bucket(repo_root: &Path, services_dir: &str) -> String {
+    const KEYS: [&str; 5] = [
+        "S3_ENDPOINT",
+        "S3_ACCESS_KEY_ID",
+        "S3_SECRET_ACCESS_KEY",
+        "S3_BUCKET",
+        "S3_REGION",
+    ];
+    let mut vars = std::collections::BTreeMap::<String, String>::new();
+    if std::env::var("S3_ENDPOINT").is_ok_and(|e| !e.is_empty()) {
+        for k in KEYS {
+            let v = std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set"));
+            vars.insert(k.into(), v);
+        }
+    } else {
+        let dir = std::env::var("WEIR_SERVICES_DIR").unwrap_or_else(|_| services_dir.into());
+        let out = std::process::Command::new(repo_root.join("scripts/services"))
+            .args(["start", "s3"])
+            .env("WEIR_SERVICES_DIR", &dir)
+            .output()
+            .expect("running scripts/services");
+        assert!(
+            out.status.success(),
+            "scripts/services start s3 failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for l in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((k, v)) = l.split_once('=') {
+                vars.insert(k.into(), v.into());
+            }
+        }
+    }
+    std::env::set_var("AWS_ENDPOINT_URL", &vars["S3_ENDPOINT"]);
+    std::env::set_var("AWS_ACCESS_KEY_ID", &vars["S3_ACCESS_KEY_ID"]);
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", &vars["S3_SECRET_ACCESS_KEY"]);
+    std::env::set_var("AWS_REGION", &vars["S3_REGION"]);
+    register();
+    format!("s3://{}", vars["S3_BUCKET"])
+}

@@ -3,7 +3,6 @@
 //! `scripts/services start s3`. Without a server the tests fail, they do not skip.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 use weir_object_store::{ObjectStorage, PART_BYTES};
 use weir_runtime::checkpoint::format::{
@@ -22,45 +21,10 @@ fn repo_root() -> PathBuf {
 fn bucket_url() -> &'static str {
     static B: OnceLock<String> = OnceLock::new();
     B.get_or_init(|| {
-        let mut vars: BTreeMap<String, String> = BTreeMap::new();
-        match std::env::var("S3_ENDPOINT") {
-            Ok(e) if !e.is_empty() => {
-                for k in [
-                    "S3_ENDPOINT",
-                    "S3_ACCESS_KEY_ID",
-                    "S3_SECRET_ACCESS_KEY",
-                    "S3_BUCKET",
-                    "S3_REGION",
-                ] {
-                    vars.insert(k.into(), std::env::var(k).unwrap_or_else(|_| panic!("{k}")));
-                }
-            }
-            _ => {
-                let dir = std::env::var("WEIR_SERVICES_DIR")
-                    .unwrap_or_else(|_| format!("{}/weir-services", env!("CARGO_TARGET_TMPDIR")));
-                let out = Command::new(repo_root().join("scripts/services"))
-                    .args(["start", "s3"])
-                    .env("WEIR_SERVICES_DIR", &dir)
-                    .output()
-                    .expect("running scripts/services");
-                assert!(
-                    out.status.success(),
-                    "scripts/services start s3 failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                for l in String::from_utf8_lossy(&out.stdout).lines() {
-                    if let Some((k, v)) = l.split_once('=') {
-                        vars.insert(k.into(), v.into());
-                    }
-                }
-            }
-        }
-        std::env::set_var("AWS_ENDPOINT_URL", &vars["S3_ENDPOINT"]);
-        std::env::set_var("AWS_ACCESS_KEY_ID", &vars["S3_ACCESS_KEY_ID"]);
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", &vars["S3_SECRET_ACCESS_KEY"]);
-        std::env::set_var("AWS_REGION", &vars["S3_REGION"]);
-        weir_object_store::register();
-        format!("s3://{}", vars["S3_BUCKET"])
+        weir_object_store::test_server_bucket(
+            &repo_root(),
+            &format!("{}/weir-services", env!("CARGO_TARGET_TMPDIR")),
+        )
     })
 }
 
