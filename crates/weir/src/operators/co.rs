@@ -1,7 +1,7 @@
 //! Two-input operators: co-process (non-keyed and keyed) and broadcast-connected processing.
 use crate::functions::{
-    user_result, CoProcessFunction, Collector, KeyedCoProcessFunction, KeyedContext,
-    ProcessContext, StateRegistry, TimeDomain,
+    user_result, CoProcessFunction, Collector, KeyedCoProcessFunction, ProcessContext,
+    StateRegistry, TimeDomain,
 };
 use crate::operators::keyed::{KeyFn, KeyedCore};
 use crate::stream::BroadcastState;
@@ -69,25 +69,10 @@ impl<K: Key, A: 'static, B: 'static, F> KeyedCoProcessOp<K, A, B, F> {
     where
         F: KeyedCoProcessFunction<K, A, B, Out>,
     {
-        self.core.store.set_current_key(key);
-        let mut c = Collector::new(
-            out,
-            if domain == TimeDomain::EventTime {
-                ts
-            } else {
-                weir_types::NO_TIMESTAMP
-            },
-        );
-        let mut kc = KeyedContext {
-            op: ctx,
-            store: &mut self.core.store,
-            timers: &mut self.core.timers,
-            ts,
-            domain: Some(domain),
-        };
-        let r = self.f.on_timer(ts, &mut kc, &mut c);
-        c.finish()?;
-        user_result(r, ctx)
+        let f = &mut self.f;
+        self.core.call(key, ts, Some(domain), ctx, out, |kc, c| {
+            f.on_timer(ts, kc, c)
+        })
     }
 }
 
@@ -107,18 +92,10 @@ impl<K: Key, A: 'static, B: 'static, Out: 'static, F: KeyedCoProcessFunction<K, 
         ctx: &mut OperatorContext,
         out: &mut dyn Output<Out>,
     ) -> Result<()> {
-        self.core.store.set_current_key((self.key1)(&rec.value));
-        let mut c = Collector::new(out, rec.ts);
-        let mut kc = KeyedContext {
-            op: ctx,
-            store: &mut self.core.store,
-            timers: &mut self.core.timers,
-            ts: rec.ts,
-            domain: None,
-        };
-        let r = self.f.process_element1(rec.value, &mut kc, &mut c);
-        c.finish()?;
-        user_result(r, ctx)
+        let (key, f) = ((self.key1)(&rec.value), &mut self.f);
+        self.core.call(key, rec.ts, None, ctx, out, |kc, c| {
+            f.process_element1(rec.value, kc, c)
+        })
     }
     fn process2(
         &mut self,
@@ -126,18 +103,10 @@ impl<K: Key, A: 'static, B: 'static, Out: 'static, F: KeyedCoProcessFunction<K, 
         ctx: &mut OperatorContext,
         out: &mut dyn Output<Out>,
     ) -> Result<()> {
-        self.core.store.set_current_key((self.key2)(&rec.value));
-        let mut c = Collector::new(out, rec.ts);
-        let mut kc = KeyedContext {
-            op: ctx,
-            store: &mut self.core.store,
-            timers: &mut self.core.timers,
-            ts: rec.ts,
-            domain: None,
-        };
-        let r = self.f.process_element2(rec.value, &mut kc, &mut c);
-        c.finish()?;
-        user_result(r, ctx)
+        let (key, f) = ((self.key2)(&rec.value), &mut self.f);
+        self.core.call(key, rec.ts, None, ctx, out, |kc, c| {
+            f.process_element2(rec.value, kc, c)
+        })
     }
     fn snapshot(
         &mut self,

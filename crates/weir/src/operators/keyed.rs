@@ -1,7 +1,7 @@
 //! Keyed operators: the key is extracted from each record, keyed state is scoped to it, and
 //! timers fire per key.
 use crate::functions::{
-    user_result, Collector, KeyedContext, KeyedProcessFunction, StateRegistry, TimeDomain,
+    user_result, Collector, FnResult, KeyedContext, KeyedProcessFunction, StateRegistry, TimeDomain,
 };
 use std::sync::Arc;
 use weir_runtime::checkpoint::{CheckpointBarrier, OperatorSnapshot};
@@ -112,6 +112,38 @@ impl<K: Key> KeyedCore<K> {
         }
     }
 
+    /// Calls `f` (a user function) for `key` at `ts` — a record's timestamp, or a timer's in
+    /// `domain` — with the keyed context and a collector of its output, and turns its result
+    /// into the job's.
+    pub fn call<Out>(
+        &mut self,
+        key: K,
+        ts: i64,
+        domain: Option<TimeDomain>,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<Out>,
+        f: impl FnOnce(&mut KeyedContext<'_, K>, &mut Collector<'_, Out>) -> FnResult,
+    ) -> Result<()> {
+        self.store.set_current_key(key);
+        // Output of a processing-time timer has no event time.
+        let out_ts = if domain == Some(TimeDomain::ProcessingTime) {
+            weir_types::NO_TIMESTAMP
+        } else {
+            ts
+        };
+        let mut c = Collector::new(out, out_ts);
+        let mut kc = KeyedContext {
+            op: ctx,
+            store: &mut self.store,
+            timers: &mut self.timers,
+            ts,
+            domain,
+        };
+        let r = f(&mut kc, &mut c);
+        c.finish()?;
+        user_result(r, ctx)
+    }
+
     pub fn maybe_purge(&mut self, now: i64) {
         if now >= self.next_purge_ms {
             self.store.purge_expired();
@@ -154,25 +186,10 @@ impl<K: Key, In: 'static, F, Out: 'static> KeyedProcessOp<K, In, F, Out> {
     where
         F: KeyedProcessFunction<K, In, Out>,
     {
-        self.core.store.set_current_key(key);
-        let mut c = Collector::new(
-            out,
-            if domain == TimeDomain::EventTime {
-                ts
-            } else {
-                weir_types::NO_TIMESTAMP
-            },
-        );
-        let mut kc = KeyedContext {
-            op: ctx,
-            store: &mut self.core.store,
-            timers: &mut self.core.timers,
-            ts,
-            domain: Some(domain),
-        };
-        let r = self.f.on_timer(ts, &mut kc, &mut c);
-        c.finish()?;
-        user_result(r, ctx)
+        let f = &mut self.f;
+        self.core.call(key, ts, Some(domain), ctx, out, |kc, c| {
+            f.on_timer(ts, kc, c)
+        })
     }
 
     #[inline]
@@ -186,18 +203,10 @@ impl<K: Key, In: 'static, F, Out: 'static> KeyedProcessOp<K, In, F, Out> {
     where
         F: KeyedProcessFunction<K, In, Out>,
     {
-        self.core.store.set_current_key(key);
-        let mut c = Collector::new(out, rec.ts);
-        let mut kc = KeyedContext {
-            op: ctx,
-            store: &mut self.core.store,
-            timers: &mut self.core.timers,
-            ts: rec.ts,
-            domain: None,
-        };
-        let r = self.f.process_element(rec.value, &mut kc, &mut c);
-        c.finish()?;
-        user_result(r, ctx)
+        let f = &mut self.f;
+        self.core.call(key, rec.ts, None, ctx, out, |kc, c| {
+            f.process_element(rec.value, kc, c)
+        })
     }
 }
 
