@@ -6,6 +6,7 @@ use crate::table::{HeapTable, Namespace, Stamped, Table};
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -121,9 +122,9 @@ pub(crate) trait ErasedTable: Any {
     /// The stored value type's name, as snapshots record it.
     fn type_name(&self) -> &'static str;
     fn purge_expired(&mut self, now_ms: i64);
-    /// [`Table::touch_all`] of `keys` (a `&[K]` as `&Vec<K>`) in a table without namespace;
-    /// 0 otherwise.
-    fn touch_all(&self, keys: &dyn Any) -> usize;
+    /// [`Table::touch`] of the keys of `keys[range]` (`keys` a `&Vec<Option<K>>`) in a table
+    /// without namespace; 0 otherwise.
+    fn touch_all(&self, keys: &dyn Any, range: Range<usize>) -> usize;
     /// Adds every live entry to `blocks`, by key group.
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks);
     /// Freezes the entries (O(1) for the heap backend) and returns a job that adds them to
@@ -194,12 +195,12 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
     fn type_name(&self) -> &'static str {
         std::any::type_name::<V>()
     }
-    fn touch_all(&self, keys: &dyn Any) -> usize {
+    fn touch_all(&self, keys: &dyn Any, range: Range<usize>) -> usize {
         match (
             (&() as &dyn Any).downcast_ref::<N>(),
-            keys.downcast_ref::<Vec<K>>(),
+            keys.downcast_ref::<Vec<Option<K>>>(),
         ) {
-            (Some(ns), Some(keys)) => self.table.touch_all(keys, ns),
+            (Some(ns), Some(keys)) => self.table.touch_all(&keys[range], ns),
             _ => 0,
         }
     }
@@ -781,12 +782,16 @@ impl<K: Key> KeyedStateStore<K> {
         Ok(())
     }
 
-    /// Brings the entries of `keys` in every table without namespace into the CPU cache (see
-    /// [`Table::touch`]); returns how many exist. Touching the keys of a batch before working
-    /// through it overlaps their cache misses.
-    #[allow(clippy::ptr_arg)] // a `Vec` (sized) passes through `dyn Any` to the typed table
-    pub fn touch_all(&self, keys: &Vec<K>) -> usize {
-        self.tables.iter().map(|t| t.touch_all(keys)).sum()
+    /// Brings the entries of the keys of `keys[range]` in every table without namespace into
+    /// the CPU cache (see [`Table::touch`]); returns how many exist. Touching a few records'
+    /// keys before working through them overlaps their cache misses. (`None`s are skipped; a
+    /// `Vec` passes through `dyn Any` to the typed tables, a slice could not.)
+    #[allow(clippy::ptr_arg)]
+    pub fn touch_all(&self, keys: &Vec<Option<K>>, range: Range<usize>) -> usize {
+        self.tables
+            .iter()
+            .map(|t| t.touch_all(keys, range.clone()))
+            .sum()
     }
 
     /// Sets the key that state access applies to.

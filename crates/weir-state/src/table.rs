@@ -51,8 +51,8 @@ pub trait Table<K, N, V> {
     }
     /// [`Table::touch`] of every key of `keys` (one call, a tight loop: more lookups in
     /// flight at once); returns how many exist.
-    fn touch_all(&self, keys: &[K], ns: &N) -> usize {
-        keys.iter().filter(|k| self.touch(k, ns)).count()
+    fn touch_all(&self, keys: &[Option<K>], ns: &N) -> usize {
+        keys.iter().flatten().filter(|k| self.touch(k, ns)).count()
     }
     /// A consistent view of every entry, to visit later on another thread while this table
     /// keeps changing (a snapshot's asynchronous part). The default copies the entries now.
@@ -200,12 +200,13 @@ where
             Some(fr) => fr.base.contains_key(&Pair(key, ns)),
         }
     }
-    fn touch_all(&self, keys: &[K], ns: &N) -> usize {
+    fn touch_all(&self, keys: &[Option<K>], ns: &N) -> usize {
         let map = match &self.frozen {
             None => &self.map,
             Some(fr) => &*fr.base,
         };
         keys.iter()
+            .flatten()
             .filter(|k| map.contains_key(&Pair(*k, ns)))
             .count()
     }

@@ -9,15 +9,14 @@ use std::ops::Range;
 /// Default number of key groups (Flink's default max parallelism).
 pub const DEFAULT_MAX_PARALLELISM: usize = 128;
 
-/// A stable 64-bit hash of a key: xxh3 over its postcard bytes (serialized on the stack for
-/// keys up to 256 bytes).
+/// A stable 64-bit hash of a key: xxh3 over its postcard bytes (written on the stack by an
+/// inlined writer for keys up to 64 bytes, see `keybytes`; by postcard on the heap otherwise).
 #[inline]
 pub fn key_hash<K: Serialize + ?Sized>(key: &K) -> u64 {
-    let mut buf = [0u8; 256];
-    match postcard::to_slice(key, &mut buf) {
-        Ok(used) => xxhash_rust::xxh3::xxh3_64(used),
-        Err(_) => {
-            // Larger keys: the same bytes, on the heap.
+    let mut buf = [0u8; crate::keybytes::CAP];
+    match crate::keybytes::write(key, &mut buf) {
+        Some(used) => xxhash_rust::xxh3::xxh3_64(&buf[..used]),
+        None => {
             let v = postcard::to_allocvec(key).expect("key must serialize");
             xxhash_rust::xxh3::xxh3_64(&v)
         }

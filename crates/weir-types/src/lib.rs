@@ -15,6 +15,7 @@ pub mod clock;
 pub mod codec;
 mod data;
 mod error;
+mod keybytes;
 pub mod keygroup;
 pub mod metrics;
 mod record;
