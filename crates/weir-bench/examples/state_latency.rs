@@ -12,8 +12,8 @@ use weir::prelude::BenchEvent;
 fn main() {
     let (n, keys) = (10_000_000u64, 1_000_000u64);
     for serialize in [false, true, false, true] {
-        // (key, namespace) -> (value, written_ms): HeapTable's layout for ValueState<(u64, u64)>.
-        let mut table: HashMap<(u64, ()), ((u64, u64), i64)> = HashMap::new();
+        // (key, namespace) -> value: HeapTable's layout for ValueState<(u64, u64)> without TTL.
+        let mut table: HashMap<(u64, ()), (u64, u64)> = HashMap::new();
         let t = Instant::now();
         for id in 0..n {
             let e = BenchEvent::of(id, keys);
@@ -24,10 +24,10 @@ fn main() {
                     core::arch::x86_64::_mm_lfence()
                 };
             }
-            let acc = table.entry((e.k, ())).or_insert(((0, 0), 0));
-            acc.0 .0 += 1;
-            acc.0 .1 += e.price as u64;
-            black_box(&(e.k, acc.0 .0, acc.0 .1));
+            let acc = table.entry((e.k, ())).or_insert((0, 0));
+            acc.0 += 1;
+            acc.1 += e.price as u64;
+            black_box(&(e.k, acc.0, acc.1));
         }
         let el = t.elapsed();
         println!(

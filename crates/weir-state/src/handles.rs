@@ -12,7 +12,7 @@
 //! assert_eq!(count.get(&mut store), Some(1));
 //! ```
 use crate::store::{KeyedStateStore, StateError, StateTtl};
-use crate::table::{Namespace, Stamped};
+use crate::table::Namespace;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -72,6 +72,7 @@ impl<N: Namespace, S: Data> Cell<N, S> {
         })
     }
 
+    /// Processing time for TTL (0 without: no clock read per access).
     #[inline]
     fn stamp<K: Key>(&self, store: &KeyedStateStore<K>) -> i64 {
         if self.ttl.is_some() {
@@ -79,11 +80,6 @@ impl<N: Namespace, S: Data> Cell<N, S> {
         } else {
             0
         }
-    }
-
-    #[inline]
-    fn live(ttl: Option<StateTtl>, now: i64, v: &Stamped<S>) -> bool {
-        ttl.is_none_or(|t| now - v.written_ms < t.ttl_ms)
     }
 
     #[inline]
@@ -95,30 +91,16 @@ impl<N: Namespace, S: Data> Cell<N, S> {
     ) -> R {
         let store = ctx.keyed_store();
         let now = self.stamp(store);
-        let ttl = self.ttl;
         let (key, slot) = store.slot::<N, S>(self.idx);
-        let mut f = Some(f);
-        let mut out = None;
-        slot.table.read(key, ns, &mut |v| {
-            let v = v.filter(|v| Self::live(ttl, now, v)).map(|v| &v.value);
-            out = Some((f.take().unwrap())(v));
-        });
-        out.unwrap()
+        slot.read(key, ns, now, f)
     }
 
     #[inline]
     fn write<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N, v: S) {
         let store = ctx.keyed_store();
-        let written_ms = self.stamp(store);
+        let now = self.stamp(store);
         let (key, slot) = store.slot::<N, S>(self.idx);
-        slot.table.put(
-            key,
-            ns,
-            Stamped {
-                value: v,
-                written_ms,
-            },
-        );
+        slot.write(key, ns, now, v)
     }
 
     /// Changes the entry in place, creating it with `init` if absent (or expired).
@@ -132,42 +114,16 @@ impl<N: Namespace, S: Data> Cell<N, S> {
     ) -> R {
         let store = ctx.keyed_store();
         let now = self.stamp(store);
-        let ttl = self.ttl;
         let (key, slot) = store.slot::<N, S>(self.idx);
-        let mut init = Some(init);
-        let mut f = Some(f);
-        let mut out = None;
-        slot.table.upsert(key, ns, &mut |cur| match cur {
-            Some(st) => {
-                if !Self::live(ttl, now, st) {
-                    st.value = (init.take().unwrap())();
-                }
-                st.written_ms = now;
-                out = Some((f.take().unwrap())(&mut st.value));
-                None
-            }
-            None => {
-                let mut v = (init.take().unwrap())();
-                out = Some((f.take().unwrap())(&mut v));
-                Some(Stamped {
-                    value: v,
-                    written_ms: now,
-                })
-            }
-        });
-        out.unwrap()
+        slot.mutate(key, ns, now, init, f)
     }
 
     #[inline]
     fn clear<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N) -> Option<S> {
         let store = ctx.keyed_store();
         let now = self.stamp(store);
-        let ttl = self.ttl;
         let (key, slot) = store.slot::<N, S>(self.idx);
-        slot.table
-            .remove(key, ns)
-            .filter(|v| Self::live(ttl, now, v))
-            .map(|v| v.value)
+        slot.remove(key, ns, now)
     }
 }
 

@@ -153,6 +153,7 @@ fn encode_into<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
 
 impl EntryScratch {
     /// Adds the entry `(k, n) → v` of table `name` to the block of its key group.
+    #[allow(clippy::too_many_arguments)]
     fn add<K: Key, N: Namespace, V: Data>(
         &mut self,
         blocks: &mut Blocks,
@@ -160,11 +161,12 @@ impl EntryScratch {
         max_parallelism: usize,
         k: &K,
         n: &N,
-        v: &Stamped<V>,
+        v: &V,
+        written_ms: i64,
     ) {
         encode_into(&mut self.key, k);
         encode_into(&mut self.ns, n);
-        encode_into(&mut self.value, &v.value);
+        encode_into(&mut self.value, v);
         let kg = key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&self.key), max_parallelism) as u32;
         blocks.entry(kg).or_default().add_entry(
             name,
@@ -172,14 +174,142 @@ impl EntryScratch {
             &self.key,
             &self.ns,
             &self.value,
-            v.written_ms,
+            written_ms,
         );
     }
 }
 
+/// Where a table's entries live.
+pub(crate) enum Cells<K, N, V> {
+    /// In memory without a TTL: the values alone. No write time (8 bytes less per entry) and
+    /// no dynamic call per access. Snapshots write a write time of 0, as for any state
+    /// without TTL, so the canonical bytes are the same either way.
+    Plain(HeapTable<K, N, V>),
+    /// With a TTL, or on a byte backend: each value with the processing time of its last write.
+    Stamped(Box<dyn Table<K, N, Stamped<V>>>),
+}
+
 pub(crate) struct Slot<K, N, V> {
-    pub(crate) table: Box<dyn Table<K, N, Stamped<V>>>,
+    pub(crate) cells: Cells<K, N, V>,
     pub(crate) ttl: Option<StateTtl>,
+}
+
+impl<K: Key, N: Namespace, V: Data> Slot<K, N, V> {
+    /// Whether an entry written at `written_ms` is still alive at `now_ms`.
+    #[inline]
+    fn live(&self, now_ms: i64, written_ms: i64) -> bool {
+        self.ttl.is_none_or(|t| now_ms - written_ms < t.ttl_ms)
+    }
+
+    /// Calls `f` with the live value of `(key, ns)`, if any.
+    #[inline]
+    pub(crate) fn read<R>(
+        &self,
+        key: &K,
+        ns: &N,
+        now_ms: i64,
+        f: impl FnOnce(Option<&V>) -> R,
+    ) -> R {
+        let mut f = Some(f);
+        let mut out = None;
+        match &self.cells {
+            Cells::Plain(t) => t.read(key, ns, &mut |v| out = Some((f.take().unwrap())(v))),
+            Cells::Stamped(t) => t.read(key, ns, &mut |v| {
+                let v = v.filter(|v| self.live(now_ms, v.written_ms));
+                out = Some((f.take().unwrap())(v.map(|v| &v.value)))
+            }),
+        }
+        out.unwrap()
+    }
+
+    /// Sets `(key, ns)` to `v`, written at `now_ms`.
+    #[inline]
+    pub(crate) fn write(&mut self, key: &K, ns: &N, now_ms: i64, v: V) {
+        match &mut self.cells {
+            Cells::Plain(t) => t.put(key, ns, v),
+            Cells::Stamped(t) => t.put(
+                key,
+                ns,
+                Stamped {
+                    value: v,
+                    written_ms: now_ms,
+                },
+            ),
+        }
+    }
+
+    /// Changes the value of `(key, ns)` in place, starting from `init()` if there is no live
+    /// one; the entry counts as written at `now_ms`.
+    #[inline]
+    pub(crate) fn mutate<R>(
+        &mut self,
+        key: &K,
+        ns: &N,
+        now_ms: i64,
+        init: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        let ttl = self.ttl;
+        let mut init = Some(init);
+        let mut f = Some(f);
+        let mut out = None;
+        match &mut self.cells {
+            Cells::Plain(t) => t.upsert(key, ns, &mut |cur| match cur {
+                Some(v) => {
+                    out = Some((f.take().unwrap())(v));
+                    None
+                }
+                None => {
+                    let mut v = (init.take().unwrap())();
+                    out = Some((f.take().unwrap())(&mut v));
+                    Some(v)
+                }
+            }),
+            Cells::Stamped(t) => t.upsert(key, ns, &mut |cur| match cur {
+                Some(st) => {
+                    if !ttl.is_none_or(|t| now_ms - st.written_ms < t.ttl_ms) {
+                        st.value = (init.take().unwrap())();
+                    }
+                    st.written_ms = now_ms;
+                    out = Some((f.take().unwrap())(&mut st.value));
+                    None
+                }
+                None => {
+                    let mut v = (init.take().unwrap())();
+                    out = Some((f.take().unwrap())(&mut v));
+                    Some(Stamped {
+                        value: v,
+                        written_ms: now_ms,
+                    })
+                }
+            }),
+        }
+        out.unwrap()
+    }
+
+    /// Removes `(key, ns)`, returning its value if it was alive.
+    #[inline]
+    pub(crate) fn remove(&mut self, key: &K, ns: &N, now_ms: i64) -> Option<V> {
+        match &mut self.cells {
+            Cells::Plain(t) => t.remove(key, ns),
+            Cells::Stamped(t) => {
+                let v = t.remove(key, ns)?;
+                self.live(now_ms, v.written_ms).then_some(v.value)
+            }
+        }
+    }
+
+    /// Visits every entry alive at `now_ms`, with its write time (0 without TTL).
+    pub(crate) fn for_each_live(&self, now_ms: i64, f: &mut dyn FnMut(&K, &N, &V, i64)) {
+        match &self.cells {
+            Cells::Plain(t) => t.for_each(&mut |k, n, v| f(k, n, v, 0)),
+            Cells::Stamped(t) => t.for_each(&mut |k, n, v| {
+                if self.live(now_ms, v.written_ms) {
+                    f(k, n, &v.value, v.written_ms)
+                }
+            }),
+        }
+    }
 }
 
 impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
@@ -190,7 +320,10 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
         self
     }
     fn len(&self) -> usize {
-        self.table.len()
+        match &self.cells {
+            Cells::Plain(t) => t.len(),
+            Cells::Stamped(t) => t.len(),
+        }
     }
     fn type_name(&self) -> &'static str {
         std::any::type_name::<V>()
@@ -200,42 +333,56 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
             (&() as &dyn Any).downcast_ref::<N>(),
             keys.downcast_ref::<Vec<Option<K>>>(),
         ) {
-            (Some(ns), Some(keys)) => self.table.touch_all(&keys[range], ns),
+            (Some(ns), Some(keys)) => match &self.cells {
+                Cells::Plain(t) => t.touch_all(&keys[range], ns),
+                Cells::Stamped(t) => t.touch_all(&keys[range], ns),
+            },
             _ => 0,
         }
     }
     fn purge_expired(&mut self, now_ms: i64) {
-        if let Some(ttl) = self.ttl {
-            self.table
-                .retain(&mut |_, _, v| now_ms - v.written_ms < ttl.ttl_ms);
+        if let (Some(ttl), Cells::Stamped(t)) = (self.ttl, &mut self.cells) {
+            t.retain(&mut |_, _, v| now_ms - v.written_ms < ttl.ttl_ms);
         }
     }
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks) {
-        let ttl = self.ttl;
         let mut scratch = EntryScratch::default();
-        self.table.for_each(&mut |k, n, v| {
-            if ttl.is_some_and(|t| now_ms - v.written_ms >= t.ttl_ms) {
-                return; // expired state is not worth restoring
-            }
-            scratch.add(blocks, name, max_parallelism, k, n, v);
+        self.for_each_live(now_ms, &mut |k, n, v, written_ms| {
+            scratch.add(blocks, name, max_parallelism, k, n, v, written_ms);
         });
     }
     fn snapshot_job(&mut self, name: &str, max_parallelism: usize, now_ms: i64) -> SnapshotJob {
-        let entries = self.table.frozen_entries();
         let ttl = self.ttl;
         let name = name.to_string();
-        Box::new(move |blocks: &mut Blocks| {
-            let mut scratch = EntryScratch::default();
-            entries(&mut |k, n, v| {
-                if ttl.is_some_and(|t| now_ms - v.written_ms >= t.ttl_ms) {
-                    return;
-                }
-                scratch.add(blocks, &name, max_parallelism, k, n, v);
-            })
-        })
+        match &mut self.cells {
+            Cells::Plain(t) => {
+                let entries = t.frozen_entries();
+                Box::new(move |blocks: &mut Blocks| {
+                    let mut scratch = EntryScratch::default();
+                    entries(&mut |k, n, v| {
+                        scratch.add(blocks, &name, max_parallelism, k, n, v, 0);
+                    })
+                })
+            }
+            Cells::Stamped(t) => {
+                let entries = t.frozen_entries();
+                Box::new(move |blocks: &mut Blocks| {
+                    let mut scratch = EntryScratch::default();
+                    entries(&mut |k, n, v| {
+                        if ttl.is_some_and(|t| now_ms - v.written_ms >= t.ttl_ms) {
+                            return; // expired state is not worth restoring
+                        }
+                        scratch.add(blocks, &name, max_parallelism, k, n, &v.value, v.written_ms);
+                    })
+                })
+            }
+        }
     }
     fn maintain(&mut self) {
-        self.table.maintain()
+        match &mut self.cells {
+            Cells::Plain(t) => t.maintain(),
+            Cells::Stamped(t) => t.maintain(),
+        }
     }
     fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String> {
         let now = std::any::type_name::<V>();
@@ -246,14 +393,7 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
             let k: K = postcard::from_bytes(&e.key).map_err(|x| format!("key: {x}"))?;
             let n: N = postcard::from_bytes(&e.ns).map_err(|x| format!("namespace: {x}"))?;
             let v: V = postcard::from_bytes(&e.value).map_err(|x| format!("value: {x}"))?;
-            self.table.put(
-                &k,
-                &n,
-                Stamped {
-                    value: v,
-                    written_ms: e.written_ms,
-                },
-            );
+            self.write(&k, &n, e.written_ms, v);
         }
         Ok(())
     }
@@ -698,18 +838,23 @@ impl<K: Key> KeyedStateStore<K> {
                 Err(StateError::TypeMismatch(name.to_string()))
             };
         }
-        let table: Box<dyn Table<K, N, Stamped<V>>> = match self.kv()? {
-            None => Box::new(HeapTable::default()),
+        let cells = match self.kv()? {
+            None if ttl.is_none() => Cells::Plain(HeapTable::default()),
+            None => Cells::Stamped(Box::new(HeapTable::default())),
             Some(kv) => {
                 let id = kv.borrow_mut().table(name).map_err(StateError::Backend)?;
                 if let Some(written) = self.restored_types.remove(name) {
                     self.migrate_stored(name, &written, std::any::type_name::<V>(), &kv, id)?;
                 }
-                Box::new(BytesTable::<K, N, V>::new(kv, id, self.max_parallelism))
+                Cells::Stamped(Box::new(BytesTable::<K, N, V>::new(
+                    kv,
+                    id,
+                    self.max_parallelism,
+                )))
             }
         };
         self.any_ttl |= ttl.is_some();
-        let mut slot = Slot::<K, N, V> { table, ttl };
+        let mut slot = Slot::<K, N, V> { cells, ttl };
         if let Some((type_name, entries)) = self.restored.remove(name) {
             let (type_name, entries) = self.migrated(name, type_name, entries)?;
             slot.restore(&type_name, &entries)
@@ -859,13 +1004,7 @@ impl<K: Key> KeyedStateStore<K> {
             .as_any()
             .downcast_ref::<Slot<K, N, V>>()
             .expect("typed");
-        let now = self.clock.now_ms();
-        let ttl = slot.ttl;
-        slot.table.for_each(&mut |k, n, v| {
-            if ttl.is_none_or(|t| now - v.written_ms < t.ttl_ms) {
-                f(k, n, &v.value)
-            }
-        })
+        slot.for_each_live(self.clock.now_ms(), &mut |k, n, v, _| f(k, n, v))
     }
 }
 
