@@ -84,10 +84,10 @@ impl BlockBuilder {
         let t = self.tables.last_mut().expect("pushed");
         t.2 += 1;
         for bytes in [key, ns, value] {
-            put(&mut t.3, &bytes.len());
+            weir_types::encode_into(&bytes.len(), &mut t.3);
             t.3.extend_from_slice(bytes);
         }
-        put(&mut t.3, &written_ms);
+        weir_types::encode_into(&written_ms, &mut t.3);
     }
     /// Adds a timer.
     pub fn add_timer(&mut self, t: TimerBytes) {

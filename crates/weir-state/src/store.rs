@@ -145,10 +145,10 @@ struct EntryScratch {
 }
 
 /// Replaces `buf` with postcard(`v`), keeping its allocation.
+#[inline]
 fn encode_into<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
     buf.clear();
-    let taken = std::mem::take(buf);
-    *buf = postcard::to_extend(v, taken).expect("state of Data types encodes");
+    weir_types::encode_into(v, buf);
 }
 
 impl EntryScratch {

@@ -1,11 +1,12 @@
-//! A key's postcard bytes, written onto the stack by a serializer that the compiler can inline:
-//! for a `u64` key, [`key_hash`](crate::keygroup::key_hash) becomes a varint store and one
-//! xxh3 call instead of a call into postcard's generic writer per field.
+//! postcard bytes written by a serializer that the compiler can inline: for a `u64` key,
+//! [`key_hash`](crate::keygroup::key_hash) becomes a varint store and one xxh3 call instead of
+//! a call into postcard's generic writer per field; snapshots encode their entries the same way
+//! ([`encode_into`]).
 //!
 //! The bytes are postcard's, exactly (key groups depend on them: a different byte would move
-//! keys between key groups and break restoring state); a randomized test compares the two. A
-//! key this writer does not handle (longer than the buffer, a sequence of unknown length,
-//! `collect_str`) makes [`write`] return `None` and the caller falls back to postcard itself.
+//! keys between key groups and break restoring state); a randomized test compares the two. What
+//! this writer does not handle (a key longer than the stack buffer, a sequence of unknown
+//! length, `collect_str`) falls back to postcard itself.
 use serde::ser::{self, Serialize};
 use std::fmt;
 
@@ -17,35 +18,36 @@ pub(crate) const CAP: usize = 64;
 /// not handle the key (the caller uses postcard).
 #[inline]
 pub(crate) fn write<K: Serialize + ?Sized>(key: &K, buf: &mut [u8; CAP]) -> Option<usize> {
-    let mut w = Writer { buf, len: 0 };
+    let mut w = Writer(Fixed { buf, len: 0 });
     key.serialize(&mut w).ok()?;
-    Some(w.len)
+    Some(w.0.len)
 }
 
-struct Writer<'a> {
+/// Appends postcard(`v`) to `out`: the same bytes as `postcard::to_extend`, written by inlined
+/// code.
+#[inline]
+pub fn encode_into<T: Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    let start = out.len();
+    if v.serialize(&mut Writer(Grow(&mut *out))).is_err() {
+        out.truncate(start);
+        let taken = std::mem::take(out);
+        *out = postcard::to_extend(v, taken).expect("Data types encode");
+    }
+}
+
+/// Where the bytes go.
+trait Out {
+    fn byte(&mut self, b: u8) -> R;
+    fn bytes(&mut self, b: &[u8]) -> R;
+}
+
+/// A fixed buffer: a write past its end is [`Unhandled`].
+struct Fixed<'a> {
     buf: &'a mut [u8; CAP],
     len: usize,
 }
 
-/// "Not handled here": the caller falls back to postcard.
-#[derive(Debug)]
-pub(crate) struct Unhandled;
-
-impl fmt::Display for Unhandled {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("key not handled by the inline writer")
-    }
-}
-impl std::error::Error for Unhandled {}
-impl ser::Error for Unhandled {
-    fn custom<T: fmt::Display>(_: T) -> Self {
-        Unhandled
-    }
-}
-
-type R = Result<(), Unhandled>;
-
-impl Writer<'_> {
+impl Out for Fixed<'_> {
     #[inline(always)]
     fn byte(&mut self, b: u8) -> R {
         *self.buf.get_mut(self.len).ok_or(Unhandled)? = b;
@@ -62,6 +64,53 @@ impl Writer<'_> {
         self.len = end;
         Ok(())
     }
+}
+
+/// A growing vector.
+struct Grow<'a>(&'a mut Vec<u8>);
+
+impl Out for Grow<'_> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) -> R {
+        self.0.push(b);
+        Ok(())
+    }
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) -> R {
+        self.0.extend_from_slice(b);
+        Ok(())
+    }
+}
+
+struct Writer<O>(O);
+
+/// "Not handled here": the caller falls back to postcard.
+#[derive(Debug)]
+pub(crate) struct Unhandled;
+
+impl fmt::Display for Unhandled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not handled by the inline writer")
+    }
+}
+impl std::error::Error for Unhandled {}
+impl ser::Error for Unhandled {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Unhandled
+    }
+}
+
+type R = Result<(), Unhandled>;
+
+impl<O: Out> Writer<O> {
+    #[inline(always)]
+    fn byte(&mut self, b: u8) -> R {
+        self.0.byte(b)
+    }
+    #[inline(always)]
+    fn bytes(&mut self, b: &[u8]) -> R {
+        self.0.bytes(b)
+    }
     /// LEB128, as postcard writes every unsigned integer wider than a byte.
     #[inline(always)]
     fn varint(&mut self, mut v: u128) -> R {
@@ -77,7 +126,7 @@ impl Writer<'_> {
     }
 }
 
-impl<'w> ser::Serializer for &'w mut Writer<'_> {
+impl<O: Out> ser::Serializer for &mut Writer<O> {
     type Ok = ();
     type Error = Unhandled;
     type SerializeSeq = Self;
@@ -252,7 +301,7 @@ impl<'w> ser::Serializer for &'w mut Writer<'_> {
 /// Compound parts: every element in order, nothing between or after.
 macro_rules! compound {
     ($tr:ident, $method:ident $(, $key:ident)?) => {
-        impl ser::$tr for &mut Writer<'_> {
+        impl<O: Out> ser::$tr for &mut Writer<O> {
             type Ok = ();
             type Error = Unhandled;
             #[inline]
@@ -273,7 +322,7 @@ compound!(SerializeTupleVariant, serialize_field);
 compound!(SerializeStruct, serialize_field, _name);
 compound!(SerializeStructVariant, serialize_field, _name);
 
-impl ser::SerializeMap for &mut Writer<'_> {
+impl<O: Out> ser::SerializeMap for &mut Writer<O> {
     type Ok = ();
     type Error = Unhandled;
     #[inline]
@@ -318,6 +367,14 @@ mod tests {
     #[derive(Serialize)]
     struct Wrapped(u32);
 
+    /// Serialized through `collect_str`: the inline writer falls back to postcard.
+    struct Displayed(u32);
+    impl Serialize for Displayed {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&self.0)
+        }
+    }
+
     fn same<K: Serialize + ?Sized>(k: &K) {
         let want = postcard::to_allocvec(k).unwrap();
         let mut buf = [0u8; CAP];
@@ -325,6 +382,10 @@ mod tests {
             Some(n) => assert_eq!(&buf[..n], &want[..]),
             None => assert!(want.len() > CAP, "fell back on a short key"),
         }
+        let mut grown = vec![0xAB];
+        encode_into(k, &mut grown);
+        assert_eq!(&grown[1..], &want[..]);
+        assert_eq!(grown[0], 0xAB);
     }
 
     /// A small deterministic generator (splitmix64), so the test needs no dependency.
@@ -396,6 +457,18 @@ mod tests {
             });
         }
         same(&());
+        // collect_str: not written inline; encode_into and key_hash fall back to postcard.
+        let d = Displayed(12345);
+        let want = postcard::to_allocvec(&d).unwrap();
+        assert_eq!(write(&d, &mut [0u8; CAP]), None);
+        let mut grown = vec![1, 2];
+        encode_into(&d, &mut grown);
+        assert_eq!(&grown[2..], &want[..]);
+        assert_eq!(grown[..2], [1, 2]);
+        assert_eq!(
+            crate::keygroup::key_hash(&d),
+            xxhash_rust::xxh3::xxh3_64(&want)
+        );
         same(&vec![0u8; 300]);
         same(&"z".repeat(62));
         same(&"z".repeat(63));

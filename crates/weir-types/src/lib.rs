@@ -23,4 +23,5 @@ mod record;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use data::{Data, Key};
 pub use error::{BoxError, ErrorKind, Position, Result, WeirError};
+pub use keybytes::encode_into;
 pub use record::{drain_each, Record, Watermark, WatermarkStatus, NO_TIMESTAMP};
