@@ -8,9 +8,10 @@
 //! tied auctions, not the number of auctions that had a bid in it.
 //!
 //! 1. **Per bucket of auctions** ([`BUCKETS`] buckets, keyed by a hash of the auction id): a
-//!    [`KeyedProcessFunction`] keeps, per window (state namespace = the window's end), the count
-//!    of every auction of the bucket ([`WindowCounts`]) and the bucket's running maximum with the
-//!    auctions tied at it ([`LocalTop`]). A bid adds 1 to its auction's count in each of the five
+//!    [`KeyedProcessFunction`] keeps, per open window, the count of every auction of the bucket
+//!    and their maximum (one [`BucketCounts`] state entry per bucket, so that a bid is one state
+//!    access), and per window (state namespace = the window's end) the bucket's running maximum
+//!    with the auctions tied at it ([`LocalTop`]). A bid adds 1 to its auction's count in each of the five
 //!    windows it falls in; when the new count reaches the maximum, the top is updated (counts only
 //!    grow within a window, so the maximum only grows). An event-time timer at the window's last
 //!    millisecond emits the bucket's top; a second one, half a slide later, drops the window's
@@ -44,6 +45,9 @@ pub struct Q5Row {
 /// window; the key groups spread them over the subtasks.
 pub const BUCKETS: u64 = 1024;
 
+/// The windows a bid falls in.
+const WINDOWS: usize = (WINDOW_MS / SLIDE_MS) as usize;
+
 /// The bucket of an auction: a multiplicative hash (auction ids are consecutive, and the hot
 /// auctions are every 100th: a plain modulo would put them all in one bucket).
 fn bucket(auction: i64) -> u32 {
@@ -73,8 +77,16 @@ type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
 /// The bids of a bucket's auctions in one window, and the highest of those counts.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct WindowCounts {
+    end: i64,
     counts: IdMap<i64>,
     max: i64,
+}
+
+/// A bucket's open windows (usually 5 or 6; more when some input is far ahead of the
+/// watermark), by end: one state entry per bucket, so that a bid costs one state access.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct BucketCounts {
+    windows: Vec<WindowCounts>,
 }
 
 /// A bucket's (or, merged, the window's) highest count in a window and the auctions that have it.
@@ -101,14 +113,14 @@ impl LocalTop {
 /// Stage 1: per bucket and window, the count of each auction and the running top.
 #[derive(Clone, Default)]
 struct BucketTops {
-    counts: ValueState<WindowCounts, i64>,
+    counts: ValueState<BucketCounts>,
     top: ValueState<LocalTop, i64>,
 }
 
 impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
     fn open(&mut self, s: &mut StateRegistry<'_, u32>) -> FnResult {
-        // namespaced by the window's end (the registry's shorthands have no namespace)
-        self.counts = ValueState::register(s.store(), "window-counts")?;
+        // the top is namespaced by the window's end (the registry's shorthands have none)
+        self.counts = s.value_state("window-counts")?;
         self.top = ValueState::register(s.store(), "window-top")?;
         Ok(())
     }
@@ -121,52 +133,65 @@ impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
     ) -> FnResult {
         let t = bid.date_time;
         let watermark = ctx.current_watermark();
-        // the windows [end − 10 s, end) holding t: ends are multiples of the slide in (t, t + 10 s]
-        let first_end = t.div_euclid(SLIDE_MS) * SLIDE_MS + SLIDE_MS;
-        let mut end = first_end;
-        while end <= t + WINDOW_MS {
-            // a window the watermark has closed takes no more bids (no allowed lateness)
-            if end - 1 > watermark {
-                let mut created = false;
-                let (num, is_top) = self.counts.mutate_in(
-                    ctx,
-                    &end,
-                    || {
-                        created = true;
-                        WindowCounts::default()
-                    },
-                    |w| {
-                        let c = w.counts.entry(bid.auction).or_insert(0);
-                        *c += 1;
-                        let num = *c;
-                        let is_top = num >= w.max;
-                        if is_top {
-                            w.max = num;
-                        }
-                        (num, is_top)
-                    },
-                );
-                if created {
-                    ctx.register_event_time_timer(end - 1);
-                    ctx.register_event_time_timer(end - 1 + SLIDE_MS / 2);
+        // the windows [end − 10 s, end) holding t: ends are multiples of the slide in (t, t + 10 s];
+        // a window the watermark has closed takes no more bids (no allowed lateness)
+        let last_end = t.div_euclid(SLIDE_MS) * SLIDE_MS + WINDOW_MS;
+        // (a watermark below t is no bound: clamped there, it cannot overflow)
+        let open_after = watermark.max(t - WINDOW_MS) + 1;
+        let first_end = (last_end - WINDOW_MS + SLIDE_MS)
+            .max(open_after.div_euclid(SLIDE_MS) * SLIDE_MS + SLIDE_MS);
+        if first_end > last_end {
+            return Ok(());
+        }
+        // windows created (timers to register) and windows whose top the bid reached
+        let mut created = [0i64; WINDOWS];
+        let mut tops = [(0i64, 0i64); WINDOWS];
+        let (mut n_created, mut n_tops) = (0, 0);
+        self.counts.mutate(ctx, BucketCounts::default, |b| {
+            let mut end = first_end;
+            while end <= last_end {
+                let i = match b.windows.binary_search_by_key(&end, |w| w.end) {
+                    Ok(i) => i,
+                    Err(i) => {
+                        b.windows.insert(
+                            i,
+                            WindowCounts {
+                                end,
+                                ..WindowCounts::default()
+                            },
+                        );
+                        created[n_created] = end;
+                        n_created += 1;
+                        i
+                    }
+                };
+                let w = &mut b.windows[i];
+                let c = w.counts.entry(bid.auction).or_insert(0);
+                *c += 1;
+                if *c >= w.max {
+                    w.max = *c;
+                    tops[n_tops] = (end, *c);
+                    n_tops += 1;
                 }
-                if is_top {
-                    self.top.mutate_in(
-                        ctx,
-                        &end,
-                        || LocalTop {
-                            window_end: end,
-                            ..LocalTop::default()
-                        },
-                        |top| {
-                            // top.num is the old maximum: a higher count is alone at the top
-                            // (the others have less), an equal one joins the tied auctions
-                            top.add(num, [bid.auction]);
-                        },
-                    );
-                }
+                end += SLIDE_MS;
             }
-            end += SLIDE_MS;
+        });
+        for &end in &created[..n_created] {
+            ctx.register_event_time_timer(end - 1);
+            ctx.register_event_time_timer(end - 1 + SLIDE_MS / 2);
+        }
+        for &(end, num) in &tops[..n_tops] {
+            self.top.mutate_in(
+                ctx,
+                &end,
+                || LocalTop {
+                    window_end: end,
+                    ..LocalTop::default()
+                },
+                // top.num is the old maximum: a higher count is alone at the top (the others
+                // have less), an equal one joins the tied auctions
+                |top| top.add(num, [bid.auction]),
+            );
         }
         Ok(())
     }
@@ -187,7 +212,13 @@ impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
         } else {
             // half a slide later: the counts of the window that ended then go
             let end = ts + 1 - SLIDE_MS / 2;
-            self.counts.clear_in(ctx, &end);
+            let empty = self.counts.mutate(ctx, BucketCounts::default, |b| {
+                b.windows.retain(|w| w.end != end);
+                b.windows.is_empty()
+            });
+            if empty {
+                self.counts.clear(ctx);
+            }
         }
         Ok(())
     }
