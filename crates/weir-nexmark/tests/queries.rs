@@ -10,6 +10,7 @@ use weir::prelude::*;
 use weir::{Data, ManualClock};
 use weir_nexmark::queries::{self, BidderWindowCount, Decimal3};
 use weir_nexmark::{Auction, Bid, Event, NexmarkConfig, NexmarkSource, Person};
+use weir_runtime::restart::{RestartStrategy, RestoreFrom};
 
 /// 10 000 events over 50 s of event time: 200 people, 600 auctions, 9 200 bids.
 fn config() -> NexmarkConfig {
@@ -399,6 +400,82 @@ fn q6_orders_winners_by_bid_time_across_auctions_of_a_seller() {
         .collect();
     assert_eq!(got, want);
     assert_eq!(*got.last().unwrap(), 700, "(200 + … + 1200) / 11");
+}
+
+#[test]
+fn q5_reports_every_tied_auction_as_counts_climb() {
+    let mut events = Vec::new();
+    // 1 and 2 tie at 3 bids, then 2 pulls ahead in the windows that hold its fourth bid
+    for t in [100, 200, 300] {
+        events.push(bid(1, 1, 10, t));
+    }
+    for t in [2_100, 2_200, 2_300, 9_000] {
+        events.push(bid(2, 1, 10, t));
+    }
+    // out of order within the watermark's 4 s
+    events.push(bid(3, 1, 10, 12_000));
+    events.push(bid(3, 1, 10, 9_500));
+    // 60 auctions (in many buckets) tied at 2 bids in the windows after the others
+    for a in 1_000..1_060 {
+        events.push(bid(a, 1, 10, 20_000 + a));
+        events.push(bid(a, 2, 10, 21_500));
+    }
+    let want = sorted(oracle::q5(&events));
+    assert!(want.len() > 60 * 5, "{}", want.len());
+    for p in [1, 2] {
+        let got = sorted(
+            run_on(p, events.clone(), queries::q5)
+                .iter()
+                .map(|r| (r.auction, r.num))
+                .collect(),
+        );
+        assert_eq!(got, want, "p={p}");
+    }
+}
+
+#[test]
+fn q5_restores_from_a_savepoint_at_another_parallelism() {
+    // 20 000 events at 5 000 events/s of event time and of wall-clock time: stopped with a
+    // savepoint after about a third, the rest run from it at another parallelism (the generator's
+    // 2 splits are its checkpointed positions). The rows of
+    // both runs together are the rows of the whole input.
+    let cfg = NexmarkConfig::new(20_000).seed(5).rate(5_000);
+    let want = sorted(oracle::q5(&cfg.all_events().unwrap()));
+    let dir = tempfile::tempdir().unwrap();
+    let env = |p: usize| {
+        StreamEnv::new()
+            .with_parallelism(p)
+            .with_checkpointing(dir.path(), Duration::from_secs(3600))
+            .unwrap()
+            .with_restart_strategy(RestartStrategy::None)
+    };
+    let e1 = env(2);
+    let first = CollectSink::new();
+    queries::q5(
+        &NexmarkSource::new(cfg.clone())
+            .splits(2)
+            .rate_limited()
+            .stream(&e1),
+    )
+    .sink(first.clone());
+    let h = e1.execute_async("q5 first").unwrap();
+    std::thread::sleep(Duration::from_millis(1_300));
+    let sp = h.stop_with_savepoint(false).unwrap();
+    assert!(h.join().unwrap().cancelled);
+    let e2 = env(1).with_restore(RestoreFrom::Dir(sp));
+    let second = CollectSink::new();
+    queries::q5(&NexmarkSource::new(cfg).splits(2).stream(&e2)).sink(second.clone());
+    assert!(e2.execute("q5 second").unwrap().restored_from.is_some());
+    let got = sorted(
+        first
+            .values()
+            .into_iter()
+            .chain(second.values())
+            .map(|r| (r.auction, r.num))
+            .collect(),
+    );
+    assert!(!second.values().is_empty());
+    assert_eq!(got, want);
 }
 
 #[test]

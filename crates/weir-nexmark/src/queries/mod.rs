@@ -12,7 +12,7 @@
 //! | [`q2`] | bids on every 123rd auction | `flat_map` |
 //! | [`q3`] | sellers in OR/ID/CA of category-10 auctions | keyed co-process (incremental join) |
 //! | [`q4`] | average winning price per category | keyed co-process + keyed process |
-//! | [`q5`] | hot auctions per sliding window | sliding windows, then tumbling windows |
+//! | [`q5`] | hot auctions per sliding window | keyed process (incremental top per bucket of auctions), then tumbling windows |
 //! | [`q6`] | average winning price of a seller's last 11 auctions | keyed co-process + keyed process |
 //! | [`q7`] | highest bids per tumbling window | `window_all` + interval join |
 //! | [`q8`] | new people who opened an auction in the same window | tumbling window join |
