@@ -16,8 +16,8 @@
 //! All output is driven by event time, so a bounded run (`--events-per-vehicle E --start-ms
 //! T`) writes the same samples every time, killed and restored or not.
 //!
-//!     cargo run --release --example iot_metrics -- --vehicles 1000 --duration 20
-//!     cargo run --release --example iot_metrics -- --prometheus-url http://127.0.0.1:9090/api/v1/write
+//!     cargo run --release --features connectors --example iot_metrics -- --vehicles 1000 --duration 20
+//!     cargo run --release --features connectors --example iot_metrics -- --prometheus-url http://127.0.0.1:9090/api/v1/write
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

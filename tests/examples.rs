@@ -155,6 +155,7 @@ fn ctrl_c_cancels_an_unbounded_job_and_exits_zero() {
 }
 
 #[test]
+#[cfg(feature = "connectors")] // iot_metrics is built with `--features connectors`
 fn ctrl_c_cancels_a_job_started_in_the_background() {
     // iot_metrics runs its job with `execute_async` and waits on the handle: without a
     // --duration it runs until Ctrl-C, which must cancel the job, not kill the process.

@@ -267,7 +267,7 @@ impl<K: Key, N: Namespace, V: Data> Slot<K, N, V> {
             }),
             Cells::Stamped(t) => t.upsert(key, ns, &mut |cur| match cur {
                 Some(st) => {
-                    if !ttl.is_none_or(|t| now_ms - st.written_ms < t.ttl_ms) {
+                    if ttl.is_some_and(|t| now_ms - st.written_ms >= t.ttl_ms) {
                         st.value = (init.take().unwrap())();
                     }
                     st.written_ms = now_ms;
