@@ -91,9 +91,10 @@ struct AuctionCounts {
     /// The highest window index with a bid of the auction (the entry goes when it closes).
     hi: i64,
     c: [u32; CAP],
-    /// Windows `lo + CAP, …`: empty unless the open windows span more than [`CAP`] (input far
-    /// ahead of the watermark), without trailing zeros.
-    ext: Vec<u32>,
+    /// Windows `lo + CAP, …`: none unless the open windows span more than [`CAP`] (input far
+    /// ahead of the watermark), without trailing zeros (boxed: an entry is 64 bytes, key
+    /// included).
+    ext: Option<Box<Vec<u32>>>,
 }
 
 impl AuctionCounts {
@@ -102,7 +103,7 @@ impl AuctionCounts {
             lo,
             hi,
             c: [0; CAP],
-            ext: Vec::new(),
+            ext: None,
         }
     }
 
@@ -116,8 +117,8 @@ impl AuctionCounts {
             self.lower(first);
         }
         let need = (last - self.lo + 1) as usize;
-        if need > CAP + self.ext.len() {
-            self.ext.resize(need - CAP, 0);
+        if need > CAP + self.ext_len() {
+            self.ext.get_or_insert_default().resize(need - CAP, 0);
         }
         self.hi = self.hi.max(last);
     }
@@ -128,14 +129,18 @@ impl AuctionCounts {
         if i < CAP {
             &mut self.c[i]
         } else {
-            &mut self.ext[i - CAP]
+            &mut self.ext.as_mut().expect("fitted")[i - CAP]
         }
+    }
+
+    fn ext_len(&self) -> usize {
+        self.ext.as_ref().map_or(0, |e| e.len())
     }
 
     /// Drops the windows below `lo`.
     fn advance(&mut self, lo: i64) {
         let d = lo - self.lo;
-        if self.ext.is_empty() {
+        if self.ext.is_none() {
             if d >= CAP as i64 {
                 self.c = [0; CAP];
             } else {
@@ -155,7 +160,7 @@ impl AuctionCounts {
     #[cold]
     fn lower(&mut self, lo: i64) {
         let d = (self.lo - lo) as usize;
-        if self.ext.is_empty() && d <= CAP && self.c[CAP - d..].iter().all(|&n| n == 0) {
+        if self.ext.is_none() && d <= CAP && self.c[CAP - d..].iter().all(|&n| n == 0) {
             self.c.copy_within(..CAP - d, d);
             self.c[..d].fill(0);
         } else {
@@ -168,7 +173,9 @@ impl AuctionCounts {
 
     fn all(&self) -> Vec<u32> {
         let mut v = self.c.to_vec();
-        v.extend_from_slice(&self.ext);
+        if let Some(e) = &self.ext {
+            v.extend_from_slice(e);
+        }
         v
     }
 
@@ -177,10 +184,13 @@ impl AuctionCounts {
             all.pop();
         }
         all.resize(all.len().max(CAP), 0);
-        self.ext = all.split_off(CAP);
+        let ext = all.split_off(CAP);
+        self.ext = (!ext.is_empty()).then(|| Box::new(ext));
         self.c.copy_from_slice(&all);
     }
 }
+
+const _: () = assert!(std::mem::size_of::<(i64, AuctionCounts)>() == 64);
 
 /// A bucket's highest count in an open window and the auctions that have it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -408,7 +418,10 @@ mod tests {
                     *want.entry(k).or_insert(0u32) += 1;
                 }
                 assert!(a.lo <= open || a.lo <= first);
-                assert_ne!(a.ext.last(), Some(&0));
+                assert!(a
+                    .ext
+                    .as_ref()
+                    .is_none_or(|e| e.last().is_some_and(|&n| n > 0)));
                 for (&k, &n) in want.range(open..) {
                     assert_eq!(*a.slot((k - a.lo) as usize), n, "window {k}");
                 }
