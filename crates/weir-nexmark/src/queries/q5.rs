@@ -8,14 +8,15 @@
 //! tied auctions, not the number of auctions that had a bid in it.
 //!
 //! 1. **Per bucket of auctions** ([`BUCKETS`] buckets, keyed by a hash of the auction id): a
-//!    [`KeyedProcessFunction`] keeps, per open window, the count of every auction of the bucket
-//!    and their maximum (one [`BucketCounts`] state entry per bucket, so that a bid is one state
-//!    access), and per window (state namespace = the window's end) the bucket's running maximum
-//!    with the auctions tied at it ([`LocalTop`]). A bid adds 1 to its auction's count in each of the five
-//!    windows it falls in; when the new count reaches the maximum, the top is updated (counts only
-//!    grow within a window, so the maximum only grows). An event-time timer at the window's last
-//!    millisecond emits the bucket's top; a second one, half a slide later, drops the window's
-//!    counts (off the path of the result: dropping a map of a frozen snapshot copies it).
+//!    [`KeyedProcessFunction`] keeps one [`Bucket`] state entry per bucket (one state access
+//!    per bid): per auction, its counts in a small array of consecutive windows
+//!    ([`AuctionCounts`]: one map probe per bid, then five adds in a row, one per window the bid
+//!    falls in), and per open window the bucket's running top ([`WindowTop`]: the maximum and
+//!    the auctions tied at it). Counts only grow within a window, so the maximum only grows and
+//!    the top changes only when a count reaches it. An event-time timer at the window's last
+//!    millisecond emits the bucket's top; a second one, half a slide later, drops the auctions
+//!    whose windows are all closed (off the path of the result); closed windows' counts are
+//!    dropped from the front of an auction's array by its next bid.
 //! 2. **Per window** (keyed by the window's end): 2 s tumbling windows, which hold exactly the
 //!    buckets' tops of one sliding window, keep the highest count and every auction that has it.
 //!
@@ -74,22 +75,144 @@ impl Hasher for IdHasher {
 
 type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
 
-/// The bids of a bucket's auctions in one window, and the highest of those counts.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct WindowCounts {
-    end: i64,
-    counts: IdMap<i64>,
-    max: i64,
+/// Windows an auction's counts hold inline: the open windows a bid can fall in span about 7
+/// (from the oldest window the watermark has not closed to the newest holding the latest bid,
+/// 4 s of out-of-orderness + 10 s of window, by 2 s); more spill into [`AuctionCounts::ext`].
+const CAP: usize = 8;
+
+/// An auction's bids in the windows `lo, lo + 1, …` (a window's index is its end / the slide):
+/// one map entry per auction and bucket for all its open windows, so that a bid is one map
+/// probe and five adds in a row. Windows the watermark has closed are dropped from the front
+/// lazily, by the auction's next bid.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct AuctionCounts {
+    /// The index of the window of `c[0]`.
+    lo: i64,
+    /// The highest window index with a bid of the auction (the entry goes when it closes).
+    hi: i64,
+    c: [u32; CAP],
+    /// Windows `lo + CAP, …`: none unless the open windows span more than [`CAP`] (input far
+    /// ahead of the watermark), without trailing zeros (boxed: an entry is 64 bytes, key
+    /// included).
+    #[allow(clippy::box_collection)] // 8 bytes, not a Vec's 24, in every entry
+    ext: Option<Box<Vec<u32>>>,
 }
 
-/// A bucket's open windows (usually 5 or 6; more when some input is far ahead of the
-/// watermark), by end: one state entry per bucket, so that a bid costs one state access.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct BucketCounts {
-    windows: Vec<WindowCounts>,
+impl AuctionCounts {
+    fn new(lo: i64, hi: i64) -> Self {
+        AuctionCounts {
+            lo,
+            hi,
+            c: [0; CAP],
+            ext: None,
+        }
+    }
+
+    /// Makes room for the windows `first..=last`, dropping those below `open` (closed).
+    #[inline]
+    fn fit(&mut self, open: i64, first: i64, last: i64) {
+        if open > self.lo {
+            self.advance(open);
+        }
+        if first < self.lo {
+            self.lower(first);
+        }
+        let need = (last - self.lo + 1) as usize;
+        if need > CAP + self.ext_len() {
+            self.ext.get_or_insert_default().resize(need - CAP, 0);
+        }
+        self.hi = self.hi.max(last);
+    }
+
+    /// The count of the window `lo + i`.
+    #[inline]
+    fn slot(&mut self, i: usize) -> &mut u32 {
+        if i < CAP {
+            &mut self.c[i]
+        } else {
+            &mut self.ext.as_mut().expect("fitted")[i - CAP]
+        }
+    }
+
+    fn ext_len(&self) -> usize {
+        self.ext.as_ref().map_or(0, |e| e.len())
+    }
+
+    /// Drops the windows below `lo`.
+    fn advance(&mut self, lo: i64) {
+        let d = lo - self.lo;
+        if self.ext.is_none() {
+            if d >= CAP as i64 {
+                self.c = [0; CAP];
+            } else {
+                let d = d as usize;
+                self.c.copy_within(d.., 0);
+                self.c[CAP - d..].fill(0);
+            }
+        } else {
+            let mut all = self.all();
+            all.drain(..(d.min(all.len() as i64) as usize));
+            self.set_all(all);
+        }
+        self.lo = lo;
+    }
+
+    /// Adds (empty) windows in front, down to `lo` (a bid behind the auction's earlier ones).
+    #[cold]
+    fn lower(&mut self, lo: i64) {
+        let d = (self.lo - lo) as usize;
+        if self.ext.is_none() && d <= CAP && self.c[CAP - d..].iter().all(|&n| n == 0) {
+            self.c.copy_within(..CAP - d, d);
+            self.c[..d].fill(0);
+        } else {
+            let mut all = vec![0; d];
+            all.extend(self.all());
+            self.set_all(all);
+        }
+        self.lo = lo;
+    }
+
+    fn all(&self) -> Vec<u32> {
+        let mut v = self.c.to_vec();
+        if let Some(e) = &self.ext {
+            v.extend_from_slice(e);
+        }
+        v
+    }
+
+    fn set_all(&mut self, mut all: Vec<u32>) {
+        while all.len() > CAP && all.last() == Some(&0) {
+            all.pop();
+        }
+        all.resize(all.len().max(CAP), 0);
+        let ext = all.split_off(CAP);
+        self.ext = (!ext.is_empty()).then(|| Box::new(ext));
+        self.c.copy_from_slice(&all);
+    }
 }
 
-/// A bucket's (or, merged, the window's) highest count in a window and the auctions that have it.
+const _: () = assert!(std::mem::size_of::<(i64, AuctionCounts)>() == 64);
+
+/// A bucket's highest count in an open window and the auctions that have it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct WindowTop {
+    /// The window's index (end / slide).
+    k: i64,
+    max: u32,
+    auctions: Vec<i64>,
+}
+
+/// A bucket: its auctions' counts and its open windows' tops, one state entry (one state
+/// access per bid).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Bucket {
+    auctions: IdMap<AuctionCounts>,
+    /// By window index.
+    tops: Vec<WindowTop>,
+}
+
+/// A bucket's (or, merged, the window's) highest count in a window and the auctions that have
+/// it: what the first stage emits.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 struct LocalTop {
     window_end: i64,
@@ -97,31 +220,15 @@ struct LocalTop {
     auctions: Vec<i64>,
 }
 
-impl LocalTop {
-    /// Adds auctions with `num` bids: a higher count replaces the top, an equal one joins it.
-    fn add(&mut self, num: i64, auctions: impl IntoIterator<Item = i64>) {
-        if num > self.num {
-            self.num = num;
-            self.auctions.clear();
-        }
-        if num == self.num {
-            self.auctions.extend(auctions);
-        }
-    }
-}
-
-/// Stage 1: per bucket and window, the count of each auction and the running top.
+/// Stage 1: per bucket, each auction's count per open window and each window's running top.
 #[derive(Clone, Default)]
 struct BucketTops {
-    counts: ValueState<BucketCounts>,
-    top: ValueState<LocalTop, i64>,
+    state: ValueState<Bucket>,
 }
 
 impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
     fn open(&mut self, s: &mut StateRegistry<'_, u32>) -> FnResult {
-        // the top is namespaced by the window's end (the registry's shorthands have none)
-        self.counts = s.value_state("window-counts")?;
-        self.top = ValueState::register(s.store(), "window-top")?;
+        self.state = s.value_state("q5-bucket")?;
         Ok(())
     }
 
@@ -131,67 +238,62 @@ impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
         ctx: &mut KeyedContext<'_, u32>,
         _out: &mut Collector<'_, LocalTop>,
     ) -> FnResult {
-        let t = bid.date_time;
-        let watermark = ctx.current_watermark();
-        // the windows [end − 10 s, end) holding t: ends are multiples of the slide in (t, t + 10 s];
-        // a window the watermark has closed takes no more bids (no allowed lateness)
-        let last_end = t.div_euclid(SLIDE_MS) * SLIDE_MS + WINDOW_MS;
-        // (a watermark below t is no bound: clamped there, it cannot overflow)
-        let open_after = watermark.max(t - WINDOW_MS) + 1;
-        let first_end = (last_end - WINDOW_MS + SLIDE_MS)
-            .max(open_after.div_euclid(SLIDE_MS) * SLIDE_MS + SLIDE_MS);
-        if first_end > last_end {
+        // window k is [k·slide − 10 s, k·slide): the bid's are k_t + 1 ..= k_t + 5; a window
+        // the watermark has closed (its timer at k·slide − 1 has fired) takes no more bids
+        let k_t = bid.date_time.div_euclid(SLIDE_MS);
+        let last = k_t + WINDOWS as i64;
+        let open = ctx
+            .current_watermark()
+            .saturating_add(1)
+            .div_euclid(SLIDE_MS)
+            + 1;
+        let first = (k_t + 1).max(open);
+        if first > last {
             return Ok(());
         }
-        // windows created (timers to register) and windows whose top the bid reached
+        // windows new to the bucket (timers to register)
         let mut created = [0i64; WINDOWS];
-        let mut tops = [(0i64, 0i64); WINDOWS];
-        let (mut n_created, mut n_tops) = (0, 0);
-        self.counts.mutate(ctx, BucketCounts::default, |b| {
-            let mut end = first_end;
-            while end <= last_end {
-                let i = match b.windows.binary_search_by_key(&end, |w| w.end) {
-                    Ok(i) => i,
-                    Err(i) => {
-                        b.windows.insert(
-                            i,
-                            WindowCounts {
-                                end,
-                                ..WindowCounts::default()
-                            },
-                        );
-                        created[n_created] = end;
-                        n_created += 1;
-                        i
-                    }
-                };
-                let w = &mut b.windows[i];
-                let c = w.counts.entry(bid.auction).or_insert(0);
-                *c += 1;
-                if *c >= w.max {
-                    w.max = *c;
-                    tops[n_tops] = (end, *c);
-                    n_tops += 1;
+        let mut n_created = 0;
+        self.state.mutate(ctx, Bucket::default, |b| {
+            let Bucket { auctions, tops } = b;
+            let a = auctions
+                .entry(bid.auction)
+                .or_insert_with(|| AuctionCounts::new(open.max(last + 1 - CAP as i64), last));
+            a.fit(open, first, last);
+            let i0 = tops.partition_point(|w| w.k < first);
+            let slot0 = (first - a.lo) as usize;
+            for (j, k) in (first..=last).enumerate() {
+                let i = i0 + j;
+                if i == tops.len() || tops[i].k != k {
+                    tops.insert(
+                        i,
+                        WindowTop {
+                            k,
+                            max: 0,
+                            auctions: Vec::new(),
+                        },
+                    );
+                    created[n_created] = k;
+                    n_created += 1;
                 }
-                end += SLIDE_MS;
+                let c = a.slot(slot0 + j);
+                *c += 1;
+                let n = *c;
+                // counts only grow: a higher count is alone at the top, an equal one joins it
+                let top = &mut tops[i];
+                if n >= top.max {
+                    if n > top.max {
+                        top.max = n;
+                        top.auctions.clear();
+                    }
+                    top.auctions.push(bid.auction);
+                }
             }
         });
-        for &end in &created[..n_created] {
+        for &k in &created[..n_created] {
+            let end = k * SLIDE_MS;
             ctx.register_event_time_timer(end - 1);
             ctx.register_event_time_timer(end - 1 + SLIDE_MS / 2);
-        }
-        for &(end, num) in &tops[..n_tops] {
-            self.top.mutate_in(
-                ctx,
-                &end,
-                || LocalTop {
-                    window_end: end,
-                    ..LocalTop::default()
-                },
-                // top.num is the old maximum: a higher count is alone at the top (the others
-                // have less), an equal one joins the tied auctions
-                |top| top.add(num, [bid.auction]),
-            );
         }
         Ok(())
     }
@@ -202,22 +304,33 @@ impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
         ctx: &mut KeyedContext<'_, u32>,
         out: &mut Collector<'_, LocalTop>,
     ) -> FnResult {
-        let rem = (ts + 1).rem_euclid(SLIDE_MS);
-        if rem == 0 {
-            // the window ending at ts + 1 is closed: its top, the counts stay for now
-            let end = ts + 1;
-            if let Some(top) = self.top.take_in(ctx, &end) {
-                out.collect_at(top, ts);
+        if (ts + 1).rem_euclid(SLIDE_MS) == 0 {
+            // the window ending at ts + 1 is closed: its top
+            let k = (ts + 1).div_euclid(SLIDE_MS);
+            let top = self.state.mutate(ctx, Bucket::default, |b| {
+                let i = b.tops.partition_point(|w| w.k < k);
+                (i < b.tops.len() && b.tops[i].k == k).then(|| b.tops.remove(i))
+            });
+            if let Some(top) = top {
+                out.collect_at(
+                    LocalTop {
+                        window_end: ts + 1,
+                        num: i64::from(top.max),
+                        auctions: top.auctions,
+                    },
+                    ts,
+                );
             }
         } else {
-            // half a slide later: the counts of the window that ended then go
-            let end = ts + 1 - SLIDE_MS / 2;
-            let empty = self.counts.mutate(ctx, BucketCounts::default, |b| {
-                b.windows.retain(|w| w.end != end);
-                b.windows.is_empty()
+            // half a slide later (off the result's path): auctions whose windows are all
+            // closed go (the windows up to k are)
+            let k = (ts + 1 - SLIDE_MS / 2).div_euclid(SLIDE_MS);
+            let empty = self.state.mutate(ctx, Bucket::default, |b| {
+                b.auctions.retain(|_, a| a.hi > k);
+                b.auctions.is_empty() && b.tops.is_empty()
             });
             if empty {
-                self.counts.clear(ctx);
+                self.state.clear(ctx);
             }
         }
         Ok(())
@@ -265,4 +378,55 @@ pub fn q5(events: &DataStream<Event>) -> DataStream<Q5Row> {
                 .map(move |auction| Q5Row { auction, num })
         })
         .name("q5")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Random bids against a map of (window, count): every open window's count is the same,
+    /// through windows dropped from the front, added in front, and spans wider than [`CAP`].
+    #[test]
+    fn auction_counts_match_a_map() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut rnd = |n: i64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as i64
+        };
+        for _ in 0..200 {
+            let mut open = rnd(20) - 10;
+            let mut a: Option<AuctionCounts> = None;
+            let mut want = BTreeMap::new();
+            for _ in 0..300 {
+                open += rnd(3) / 2;
+                // a bid whose windows start at or after the first open one, up to 12 windows on
+                let k_t = open - 1 + rnd(12);
+                let last = k_t + WINDOWS as i64;
+                let first = (k_t + 1).max(open);
+                if first > last {
+                    continue;
+                }
+                let a = a.get_or_insert_with(|| {
+                    AuctionCounts::new(open.max(last + 1 - CAP as i64), last)
+                });
+                a.fit(open, first, last);
+                for k in first..=last {
+                    *a.slot((k - a.lo) as usize) += 1;
+                    *want.entry(k).or_insert(0u32) += 1;
+                }
+                assert!(a.lo <= open || a.lo <= first);
+                assert!(a
+                    .ext
+                    .as_ref()
+                    .is_none_or(|e| e.last().is_some_and(|&n| n > 0)));
+                for (&k, &n) in want.range(open..) {
+                    assert_eq!(*a.slot((k - a.lo) as usize), n, "window {k}");
+                }
+                assert_eq!(a.hi, *want.keys().last().unwrap());
+            }
+        }
+    }
 }
