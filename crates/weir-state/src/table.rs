@@ -1,7 +1,6 @@
 //! Tables: `(key, namespace) → value`, the storage under every kind of keyed state.
-use hashbrown::{DefaultHashBuilder, HashTable};
+use hashbrown::{Equivalent, HashMap};
 use serde::{Deserialize, Serialize};
-use std::hash::BuildHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use weir_types::Data;
@@ -86,114 +85,95 @@ impl<K: Hash, N: Hash> Hash for Pair<'_, K, N> {
     }
 }
 
+impl<K: Eq, N: Eq> Equivalent<(K, N)> for Pair<'_, K, N> {
+    fn equivalent(&self, other: &(K, N)) -> bool {
+        self.0 == &other.0 && self.1 == &other.1
+    }
+}
+
 /// Visits every entry of a frozen view of a table, later and on another thread.
 pub type FrozenEntries<K, N, V> = Box<dyn FnOnce(&mut dyn FnMut(&K, &N, &V)) + Send>;
 
-/// The memory backend's table: hash maps of objects. Access costs one hash and one lookup, no
+/// The memory backend's table: a hash map of objects. Access costs one hash lookup, no
 /// serialization.
 ///
-/// The entries are spread over [`SHARDS`] maps by bits of their hash. Snapshots are
-/// copy-on-write by shard: [`Table::frozen_entries`] moves each map behind an `Arc` shared with
-/// a background thread that serializes it (O(number of shards)); the first write to a shard
-/// takes it back, copying it only if that snapshot still holds it; later writes cost nothing
-/// extra, and shards not written until the snapshot is done are never copied. So a snapshot costs at most
-/// one copy of the table, made in pieces of 1/[`SHARDS`], with no per-entry bookkeeping and
-/// nothing to merge back. Growing a shard rehashes only that shard.
+/// Snapshots are copy-on-write: [`HeapTable::freeze`] moves the map into an `Arc` (O(1)) that a
+/// background thread serializes, while new writes go to a small delta (an entry is copied from
+/// the frozen map the first time it is changed). The delta is merged back once the snapshot is
+/// done with the map, which costs the number of writes since the freeze, not the state size.
 pub struct HeapTable<K, N, V> {
-    /// Empty until the first write, then [`SHARDS`] maps.
-    shards: Vec<Shard<((K, N), V)>>,
-    hasher: DefaultHashBuilder,
+    map: HashMap<(K, N), V>,
+    frozen: Option<Frozen<K, N, V>>,
+}
+
+struct Frozen<K, N, V> {
+    base: Arc<HashMap<(K, N), V>>,
+    /// `Some(v)`: changed or added since the freeze; `None`: removed.
+    delta: HashMap<(K, N), Option<V>>,
+    /// Live entries (base and delta together), kept up to date by every write so that `len`
+    /// stays O(1) while a snapshot holds the base.
     len: usize,
-}
-
-/// One map of a [`HeapTable`]: owned (written in place, no atomic operation per write), or
-/// shared with a snapshot since the last freeze (the first write takes it back, copying it
-/// only if the snapshot still holds it).
-enum Shard<T> {
-    Owned(HashTable<T>),
-    Shared(Arc<HashTable<T>>),
-}
-
-impl<T: Clone> Shard<T> {
-    #[inline(always)]
-    fn get(&self) -> &HashTable<T> {
-        match self {
-            Shard::Owned(t) => t,
-            Shard::Shared(t) => t,
-        }
-    }
-    #[inline(always)]
-    fn get_mut(&mut self) -> &mut HashTable<T> {
-        if let Shard::Shared(_) = self {
-            self.take_back();
-        }
-        match self {
-            Shard::Owned(t) => t,
-            Shard::Shared(_) => unreachable!("taken back"),
-        }
-    }
-    #[cold]
-    fn take_back(&mut self) {
-        if let Shard::Shared(t) = std::mem::replace(self, Shard::Owned(HashTable::new())) {
-            *self = Shard::Owned(Arc::try_unwrap(t).unwrap_or_else(|t| (*t).clone()));
-        }
-    }
-    /// Shares the map with a snapshot: O(1).
-    fn share(&mut self) -> Arc<HashTable<T>> {
-        let t = match std::mem::replace(self, Shard::Owned(HashTable::new())) {
-            Shard::Owned(t) => Arc::new(t),
-            Shard::Shared(t) => t,
-        };
-        *self = Shard::Shared(t.clone());
-        t
-    }
-}
-
-/// Maps per [`HeapTable`].
-pub const SHARDS: usize = 64;
-
-/// The shard of a hash: bits 51..57, clear of the bits hashbrown uses inside a map (the top 7
-/// for its tags, the low ones for the bucket).
-#[inline(always)]
-fn shard_of(hash: u64) -> usize {
-    ((hash >> 51) as usize) & (SHARDS - 1)
 }
 
 impl<K, N, V> Default for HeapTable<K, N, V> {
     fn default() -> Self {
         HeapTable {
-            shards: Vec::new(),
-            hasher: DefaultHashBuilder::default(),
-            len: 0,
+            map: HashMap::new(),
+            frozen: None,
         }
     }
 }
 
 impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V: Clone> HeapTable<K, N, V> {
-    #[inline(always)]
-    fn hash(&self, key: &K, ns: &N) -> u64 {
-        self.hasher.hash_one(Pair(key, ns))
-    }
-
-    /// The entry of `(key, ns)` with hash `h`, if any.
-    #[inline(always)]
-    fn find(&self, h: u64, key: &K, ns: &N) -> Option<&V> {
-        let shard = self.shards.get(shard_of(h))?;
-        shard
-            .get()
-            .find(h, |e| e.0 .0 == *key && e.0 .1 == *ns)
-            .map(|e| &e.1)
-    }
-
-    /// The shard of hash `h`, writable: copied first if a snapshot still holds it.
-    #[inline(always)]
-    fn shard_mut(&mut self, h: u64) -> (&mut HashTable<((K, N), V)>, &DefaultHashBuilder) {
-        if self.shards.is_empty() {
-            self.shards = (0..SHARDS)
-                .map(|_| Shard::Owned(HashTable::new()))
-                .collect();
+    /// Merges the delta back if the snapshot no longer uses the frozen map. With `force`, also
+    /// when it still does (copying the map: only when snapshots overlap).
+    fn thaw(&mut self, force: bool) -> bool {
+        let Some(f) = self.frozen.take() else {
+            return true;
+        };
+        let base = match Arc::try_unwrap(f.base) {
+            Ok(map) => map,
+            Err(shared) if force => (*shared).clone(),
+            Err(shared) => {
+                self.frozen = Some(Frozen {
+                    base: shared,
+                    delta: f.delta,
+                    len: f.len,
+                });
+                return false;
+            }
+        };
+        let mut map = base;
+        for (k, v) in f.delta {
+            match v {
+                Some(v) => {
+                    map.insert(k, v);
+                }
+                None => {
+                    map.remove(&k);
+                }
+            }
         }
-        (self.shards[shard_of(h)].get_mut(), &self.hasher)
+        self.map = map;
+        true
+    }
+
+    /// Freezes the current entries for a snapshot: O(1) (plus merging the previous snapshot's
+    /// delta). Returns the frozen map.
+    pub fn freeze(&mut self) -> Arc<HashMap<(K, N), V>> {
+        self.thaw(true);
+        let base = Arc::new(std::mem::take(&mut self.map));
+        self.frozen = Some(Frozen {
+            len: base.len(),
+            base: base.clone(),
+            delta: HashMap::new(),
+        });
+        base
+    }
+
+    /// Entries changed since the last freeze (tests and metrics).
+    pub fn delta_len(&self) -> usize {
+        self.frozen.as_ref().map_or(0, |f| f.delta.len())
     }
 }
 
@@ -205,87 +185,155 @@ where
 {
     #[inline]
     fn read(&self, key: &K, ns: &N, f: &mut dyn FnMut(Option<&V>)) {
-        f(self.find(self.hash(key, ns), key, ns))
+        match &self.frozen {
+            None => f(self.map.get(&Pair(key, ns))),
+            Some(fr) => match fr.delta.get(&Pair(key, ns)) {
+                Some(v) => f(v.as_ref()),
+                None => f(fr.base.get(&Pair(key, ns))),
+            },
+        }
     }
     #[inline]
     fn touch(&self, key: &K, ns: &N) -> bool {
-        self.find(self.hash(key, ns), key, ns).is_some()
+        match &self.frozen {
+            None => self.map.contains_key(&Pair(key, ns)),
+            Some(fr) => fr.base.contains_key(&Pair(key, ns)),
+        }
     }
     fn touch_all(&self, keys: &[Option<K>], ns: &N) -> usize {
+        let map = match &self.frozen {
+            None => &self.map,
+            Some(fr) => &*fr.base,
+        };
         keys.iter()
             .flatten()
-            .filter(|k| self.find(self.hash(k, ns), k, ns).is_some())
+            .filter(|k| map.contains_key(&Pair(*k, ns)))
             .count()
     }
     #[inline]
     fn upsert(&mut self, key: &K, ns: &N, f: &mut dyn FnMut(Option<&mut V>) -> Option<V>) {
-        let h = self.hash(key, ns);
-        let (shard, hasher) = self.shard_mut(h);
-        match shard.find_mut(h, |e| e.0 .0 == *key && e.0 .1 == *ns) {
-            Some(e) => {
-                f(Some(&mut e.1));
+        if let Some(fr) = &mut self.frozen {
+            if let Some(slot) = fr.delta.get_mut(&Pair(key, ns)) {
+                match slot {
+                    Some(v) => {
+                        f(Some(v));
+                    }
+                    None => {
+                        *slot = f(None);
+                        fr.len += usize::from(slot.is_some());
+                    }
+                }
+                return;
+            }
+            let mut cur = fr.base.get(&Pair(key, ns)).cloned();
+            let new = match cur.as_mut() {
+                Some(v) => {
+                    f(Some(v));
+                    cur
+                }
+                None => {
+                    let new = f(None);
+                    fr.len += usize::from(new.is_some());
+                    new
+                }
+            };
+            if new.is_some() || fr.base.contains_key(&Pair(key, ns)) {
+                fr.delta.insert((key.clone(), ns.clone()), new);
+            }
+            return;
+        }
+        match self.map.get_mut(&Pair(key, ns)) {
+            Some(v) => {
+                f(Some(v));
             }
             None => {
                 if let Some(v) = f(None) {
-                    shard.insert_unique(h, ((key.clone(), ns.clone()), v), |e| {
-                        hasher.hash_one(Pair(&e.0 .0, &e.0 .1))
-                    });
-                    self.len += 1;
+                    self.map.insert((key.clone(), ns.clone()), v);
                 }
             }
         }
     }
     #[inline]
     fn put(&mut self, key: &K, ns: &N, v: V) {
-        self.upsert(key, ns, &mut |cur| match cur {
-            Some(slot) => {
-                *slot = v.clone();
-                None
+        if let Some(fr) = &mut self.frozen {
+            match fr.delta.get_mut(&Pair(key, ns)) {
+                Some(slot) => {
+                    fr.len += usize::from(slot.is_none());
+                    *slot = Some(v);
+                }
+                None => {
+                    fr.len += usize::from(!fr.base.contains_key(&Pair(key, ns)));
+                    fr.delta.insert((key.clone(), ns.clone()), Some(v));
+                }
             }
-            None => Some(v.clone()),
-        })
+            return;
+        }
+        match self.map.get_mut(&Pair(key, ns)) {
+            Some(slot) => *slot = v,
+            None => {
+                self.map.insert((key.clone(), ns.clone()), v);
+            }
+        }
     }
     #[inline]
     fn remove(&mut self, key: &K, ns: &N) -> Option<V> {
-        let h = self.hash(key, ns);
-        // Only copy a shard a snapshot holds if there is something to remove.
-        self.find(h, key, ns)?;
-        let (shard, _) = self.shard_mut(h);
-        let e = shard
-            .find_entry(h, |e| e.0 .0 == *key && e.0 .1 == *ns)
-            .ok()?;
-        let v = e.remove().0 .1;
-        self.len -= 1;
-        Some(v)
+        if let Some(fr) = &mut self.frozen {
+            let old = match fr.delta.get_mut(&Pair(key, ns)) {
+                Some(slot) => slot.take(),
+                None => {
+                    let old = fr.base.get(&Pair(key, ns)).cloned();
+                    if old.is_some() {
+                        fr.delta.insert((key.clone(), ns.clone()), None);
+                    }
+                    old
+                }
+            };
+            fr.len -= usize::from(old.is_some());
+            return old;
+        }
+        self.map.remove(&Pair(key, ns))
     }
     fn len(&self) -> usize {
-        self.len
+        match &self.frozen {
+            None => self.map.len(),
+            Some(fr) => fr.len,
+        }
     }
     fn for_each(&self, f: &mut dyn FnMut(&K, &N, &V)) {
-        for shard in &self.shards {
-            for ((k, n), v) in shard.get().iter() {
-                f(k, n, v)
+        match &self.frozen {
+            None => {
+                for ((k, n), v) in &self.map {
+                    f(k, n, v)
+                }
+            }
+            Some(fr) => {
+                for ((k, n), v) in fr.base.iter() {
+                    if !fr.delta.contains_key(&Pair(k, n)) {
+                        f(k, n, v)
+                    }
+                }
+                for ((k, n), v) in &fr.delta {
+                    if let Some(v) = v {
+                        f(k, n, v)
+                    }
+                }
             }
         }
     }
     fn retain(&mut self, f: &mut dyn FnMut(&K, &N, &mut V) -> bool) {
-        let mut len = 0;
-        for shard in &mut self.shards {
-            let shard = shard.get_mut();
-            shard.retain(|((k, n), v)| f(k, n, v));
-            len += shard.len();
-        }
-        self.len = len;
+        self.thaw(true);
+        self.map.retain(|(k, n), v| f(k, n, v))
     }
     fn frozen_entries(&mut self) -> FrozenEntries<K, N, V> {
-        let shards: Vec<_> = self.shards.iter_mut().map(Shard::share).collect();
+        let base = self.freeze();
         Box::new(move |f| {
-            for shard in &shards {
-                for ((k, n), v) in shard.iter() {
-                    f(k, n, v)
-                }
+            for ((k, n), v) in base.iter() {
+                f(k, n, v)
             }
         })
+    }
+    fn maintain(&mut self) {
+        self.thaw(false);
     }
 }
 
@@ -333,7 +381,10 @@ mod tests {
             vec![(0, 0), (1, 1), (2, 2), (3, 3), (4, 4)],
             "the snapshot sees the table as at the freeze"
         );
+        // The snapshot is done with the frozen map: merging costs only the delta.
+        assert_eq!(t.delta_len(), 4);
         t.maintain();
+        assert_eq!(t.delta_len(), 0);
         assert_eq!(
             view(&t),
             vec![(0, 100), (1, 11), (2, 22), (3, 3), (4, 4), (9, 9)]
