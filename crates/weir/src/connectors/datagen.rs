@@ -229,8 +229,15 @@ impl BenchEvent {
     pub fn of(id: u64, keys: u64) -> Self {
         BenchEvent {
             id,
-            k: (((id.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF) as u128 * keys as u128) >> 32)
-                as u64,
+            k: {
+                let x = id.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF;
+                if keys <= 0xFFFF_FFFF {
+                    // Both factors fit in 32 bits: the product fits in 64 (same value).
+                    (x * keys) >> 32
+                } else {
+                    ((x as u128 * keys as u128) >> 32) as u64
+                }
+            },
             price: (1 + id.wrapping_mul(7919) % 10_000) as u32,
             ts_ms: (id / 1000) as i64,
         }
