@@ -179,6 +179,12 @@ impl EntryScratch {
     }
 }
 
+/// Whether an entry written at `written_ms` is still alive at `now_ms` under `ttl`.
+#[inline]
+fn alive(ttl: Option<StateTtl>, now_ms: i64, written_ms: i64) -> bool {
+    ttl.is_none_or(|t| now_ms - written_ms < t.ttl_ms)
+}
+
 /// Where a table's entries live.
 pub(crate) enum Cells<K, N, V> {
     /// In memory without a TTL: the values alone. No write time (8 bytes less per entry) and
@@ -195,10 +201,9 @@ pub(crate) struct Slot<K, N, V> {
 }
 
 impl<K: Key, N: Namespace, V: Data> Slot<K, N, V> {
-    /// Whether an entry written at `written_ms` is still alive at `now_ms`.
     #[inline]
     fn live(&self, now_ms: i64, written_ms: i64) -> bool {
-        self.ttl.is_none_or(|t| now_ms - written_ms < t.ttl_ms)
+        alive(self.ttl, now_ms, written_ms)
     }
 
     /// Calls `f` with the live value of `(key, ns)`, if any.
@@ -267,7 +272,7 @@ impl<K: Key, N: Namespace, V: Data> Slot<K, N, V> {
             }),
             Cells::Stamped(t) => t.upsert(key, ns, &mut |cur| match cur {
                 Some(st) => {
-                    if ttl.is_some_and(|t| now_ms - st.written_ms >= t.ttl_ms) {
+                    if !alive(ttl, now_ms, st.written_ms) {
                         st.value = (init.take().unwrap())();
                     }
                     st.written_ms = now_ms;
@@ -342,7 +347,7 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
     }
     fn purge_expired(&mut self, now_ms: i64) {
         if let (Some(ttl), Cells::Stamped(t)) = (self.ttl, &mut self.cells) {
-            t.retain(&mut |_, _, v| now_ms - v.written_ms < ttl.ttl_ms);
+            t.retain(&mut |_, _, v| alive(Some(ttl), now_ms, v.written_ms));
         }
     }
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks) {
@@ -369,7 +374,7 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
                 Box::new(move |blocks: &mut Blocks| {
                     let mut scratch = EntryScratch::default();
                     entries(&mut |k, n, v| {
-                        if ttl.is_some_and(|t| now_ms - v.written_ms >= t.ttl_ms) {
+                        if !alive(ttl, now_ms, v.written_ms) {
                             return; // expired state is not worth restoring
                         }
                         scratch.add(blocks, &name, max_parallelism, k, n, &v.value, v.written_ms);

@@ -113,7 +113,16 @@ impl<O: Out> Writer<O> {
     }
     /// LEB128, as postcard writes every unsigned integer wider than a byte.
     #[inline(always)]
-    fn varint(&mut self, mut v: u128) -> R {
+    fn varint(&mut self, mut v: u64) -> R {
+        while v >= 0x80 {
+            self.byte((v as u8) | 0x80)?;
+            v >>= 7;
+        }
+        self.byte(v as u8)
+    }
+    /// LEB128 of a 128-bit integer (only `u128` and `i128` need the wide shifts).
+    #[inline(always)]
+    fn varint128(&mut self, mut v: u128) -> R {
         while v >= 0x80 {
             self.byte((v as u8) | 0x80)?;
             v >>= 7;
@@ -122,7 +131,7 @@ impl<O: Out> Writer<O> {
     }
     #[inline(always)]
     fn len_prefix(&mut self, n: usize) -> R {
-        self.varint(n as u128)
+        self.varint(n as u64)
     }
 }
 
@@ -150,19 +159,19 @@ impl<O: Out> ser::Serializer for &mut Writer<O> {
     }
     #[inline]
     fn serialize_i16(self, v: i16) -> R {
-        self.varint(((v << 1) ^ (v >> 15)) as u16 as u128)
+        self.varint(((v << 1) ^ (v >> 15)) as u16 as u64)
     }
     #[inline]
     fn serialize_i32(self, v: i32) -> R {
-        self.varint(((v << 1) ^ (v >> 31)) as u32 as u128)
+        self.varint(((v << 1) ^ (v >> 31)) as u32 as u64)
     }
     #[inline]
     fn serialize_i64(self, v: i64) -> R {
-        self.varint(((v << 1) ^ (v >> 63)) as u64 as u128)
+        self.varint(((v << 1) ^ (v >> 63)) as u64)
     }
     #[inline]
     fn serialize_i128(self, v: i128) -> R {
-        self.varint(((v << 1) ^ (v >> 127)) as u128)
+        self.varint128(((v << 1) ^ (v >> 127)) as u128)
     }
     #[inline]
     fn serialize_u8(self, v: u8) -> R {
@@ -170,25 +179,19 @@ impl<O: Out> ser::Serializer for &mut Writer<O> {
     }
     #[inline]
     fn serialize_u16(self, v: u16) -> R {
-        self.varint(v as u128)
+        self.varint(v as u64)
     }
     #[inline]
     fn serialize_u32(self, v: u32) -> R {
-        self.varint(v as u128)
+        self.varint(v as u64)
     }
     #[inline]
     fn serialize_u64(self, v: u64) -> R {
-        // The common key: its own loop on u64 (no 128-bit shifts).
-        let mut v = v;
-        while v >= 0x80 {
-            self.byte((v as u8) | 0x80)?;
-            v >>= 7;
-        }
-        self.byte(v as u8)
+        self.varint(v)
     }
     #[inline]
     fn serialize_u128(self, v: u128) -> R {
-        self.varint(v)
+        self.varint128(v)
     }
     #[inline]
     fn serialize_f32(self, v: f32) -> R {
@@ -232,7 +235,7 @@ impl<O: Out> ser::Serializer for &mut Writer<O> {
     }
     #[inline]
     fn serialize_unit_variant(self, _: &'static str, idx: u32, _: &'static str) -> R {
-        self.varint(idx as u128)
+        self.varint(idx as u64)
     }
     #[inline]
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, _: &'static str, v: &T) -> R {
@@ -246,7 +249,7 @@ impl<O: Out> ser::Serializer for &mut Writer<O> {
         _: &'static str,
         v: &T,
     ) -> R {
-        self.varint(idx as u128)?;
+        self.varint(idx as u64)?;
         v.serialize(self)
     }
     #[inline]
@@ -270,7 +273,7 @@ impl<O: Out> ser::Serializer for &mut Writer<O> {
         _: &'static str,
         _: usize,
     ) -> Result<Self, Unhandled> {
-        self.varint(idx as u128)?;
+        self.varint(idx as u64)?;
         Ok(self)
     }
     #[inline]
@@ -290,7 +293,7 @@ impl<O: Out> ser::Serializer for &mut Writer<O> {
         _: &'static str,
         _: usize,
     ) -> Result<Self, Unhandled> {
-        self.varint(idx as u128)?;
+        self.varint(idx as u64)?;
         Ok(self)
     }
     fn collect_str<T: fmt::Display + ?Sized>(self, _: &T) -> R {
