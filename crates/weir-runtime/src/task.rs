@@ -634,13 +634,11 @@ pub fn run_source_task<T: 'static>(
         |reader: &mut dyn SourceReader<T>,
          out: &mut SourceOutput<T>,
          f: &mut dyn FnMut(&mut dyn SourceReader<T>, &mut SourceOutput<T>) -> Result<()>| {
-            let name = out.ctx.name.clone();
-            let label = out.ctx.subtask_label();
             match catch_unwind(AssertUnwindSafe(|| f(reader, out))) {
                 Ok(r) => r,
                 Err(p) => Err(WeirError::Panic {
-                    operator: name,
-                    subtask: label,
+                    operator: out.ctx.name.clone(),
+                    subtask: out.ctx.subtask_label(),
                     message: panic_message(&*p),
                 }),
             }

@@ -50,6 +50,16 @@ pub fn encode_blocks(blocks: Blocks) -> Vec<(u32, Vec<u8>)> {
     blocks.into_iter().map(|(kg, b)| (kg, b.finish())).collect()
 }
 
+/// Appends one entry, encoded as in postcard(`EntryBytes`), to `out`.
+#[inline]
+pub fn write_entry(out: &mut Vec<u8>, key: &[u8], ns: &[u8], value: &[u8], written_ms: i64) {
+    for bytes in [key, ns, value] {
+        weir_types::encode_into(&bytes.len(), out);
+        out.extend_from_slice(bytes);
+    }
+    weir_types::encode_into(&written_ms, out);
+}
+
 /// A key group's block being built, entries encoded as they come into one buffer per table (no
 /// allocation per entry). [`BlockBuilder::finish`] gives exactly postcard(`KeyGroupBlock`).
 #[derive(Default)]
@@ -83,11 +93,17 @@ impl BlockBuilder {
         }
         let t = self.tables.last_mut().expect("pushed");
         t.2 += 1;
-        for bytes in [key, ns, value] {
-            weir_types::encode_into(&bytes.len(), &mut t.3);
-            t.3.extend_from_slice(bytes);
-        }
-        weir_types::encode_into(&written_ms, &mut t.3);
+        write_entry(&mut t.3, key, ns, value, written_ms);
+    }
+    /// Adds `n` entries of table `name` at once, encoded by [`write_entry`] into `bytes`. The
+    /// block must not hold entries of that table yet.
+    pub fn add_entries(&mut self, name: &str, type_name: &str, n: u64, bytes: Vec<u8>) {
+        debug_assert!(
+            self.tables.iter().all(|t| t.0 != name),
+            "one section a table"
+        );
+        self.tables
+            .push((name.to_string(), type_name.to_string(), n, bytes));
     }
     /// Adds a timer.
     pub fn add_timer(&mut self, t: TimerBytes) {

@@ -1,7 +1,9 @@
 //! The keyed state of one operator subtask: its tables, the current key, TTL and the backend.
 use crate::bytes::{BytesTable, KvStoreFactory, MemKvFactory, SharedKv};
 use crate::native::{FileSource, NativeSnapshot};
-use crate::snapshot::{decode_blocks, encode_blocks, to_bytes, Blocks, EntryBytes, TimerBytes};
+use crate::snapshot::{
+    decode_blocks, encode_blocks, to_bytes, write_entry, Blocks, EntryBytes, TimerBytes,
+};
 use crate::table::{HeapTable, Namespace, Stamped, Table};
 use std::any::Any;
 use std::cell::RefCell;
@@ -136,12 +138,16 @@ pub(crate) trait ErasedTable: Any {
     fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String>;
 }
 
-/// Buffers reused to encode one entry after another into a snapshot's blocks.
-#[derive(Default)]
+/// One table's entries being encoded into a snapshot: a buffer per key group, handed to the
+/// blocks at the end ([`EntryScratch::finish`]). Per entry, no map lookup and no table-name
+/// comparison.
 struct EntryScratch {
     key: Vec<u8>,
     ns: Vec<u8>,
     value: Vec<u8>,
+    max_parallelism: usize,
+    /// By key group: the number of entries and their encoding.
+    groups: Vec<(u64, Vec<u8>)>,
 }
 
 /// Replaces `buf` with postcard(`v`), keeping its allocation.
@@ -152,30 +158,41 @@ fn encode_into<T: serde::Serialize + ?Sized>(buf: &mut Vec<u8>, v: &T) {
 }
 
 impl EntryScratch {
-    /// Adds the entry `(k, n) → v` of table `name` to the block of its key group.
-    #[allow(clippy::too_many_arguments)]
-    fn add<K: Key, N: Namespace, V: Data>(
-        &mut self,
-        blocks: &mut Blocks,
-        name: &str,
-        max_parallelism: usize,
-        k: &K,
-        n: &N,
-        v: &V,
-        written_ms: i64,
-    ) {
+    fn new(max_parallelism: usize) -> Self {
+        EntryScratch {
+            key: Vec::new(),
+            ns: Vec::new(),
+            value: Vec::new(),
+            max_parallelism,
+            groups: Vec::new(),
+        }
+    }
+    /// Adds the entry `(k, n) → v`.
+    fn add<K: Key, N: Namespace, V: Data>(&mut self, k: &K, n: &N, v: &V, written_ms: i64) {
         encode_into(&mut self.key, k);
         encode_into(&mut self.ns, n);
         encode_into(&mut self.value, v);
-        let kg = key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&self.key), max_parallelism) as u32;
-        blocks.entry(kg).or_default().add_entry(
-            name,
-            std::any::type_name::<V>(),
-            &self.key,
-            &self.ns,
-            &self.value,
-            written_ms,
-        );
+        let kg = key_group_of_hash(xxhash_rust::xxh3::xxh3_64(&self.key), self.max_parallelism);
+        if self.groups.is_empty() {
+            self.groups
+                .resize_with(self.max_parallelism, Default::default);
+        }
+        let g = &mut self.groups[kg];
+        g.0 += 1;
+        write_entry(&mut g.1, &self.key, &self.ns, &self.value, written_ms);
+    }
+    /// Hands the entries to `blocks` as table `name` with values of type `V`.
+    fn finish<V>(self, name: &str, blocks: &mut Blocks) {
+        for (kg, (n, bytes)) in self.groups.into_iter().enumerate() {
+            if n > 0 {
+                blocks.entry(kg as u32).or_default().add_entries(
+                    name,
+                    std::any::type_name::<V>(),
+                    n,
+                    bytes,
+                );
+            }
+        }
     }
 }
 
@@ -351,10 +368,11 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
         }
     }
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks) {
-        let mut scratch = EntryScratch::default();
+        let mut scratch = EntryScratch::new(max_parallelism);
         self.for_each_live(now_ms, &mut |k, n, v, written_ms| {
-            scratch.add(blocks, name, max_parallelism, k, n, v, written_ms);
+            scratch.add(k, n, v, written_ms);
         });
+        scratch.finish::<V>(name, blocks);
     }
     fn snapshot_job(&mut self, name: &str, max_parallelism: usize, now_ms: i64) -> SnapshotJob {
         let ttl = self.ttl;
@@ -363,22 +381,21 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
             Cells::Plain(t) => {
                 let entries = t.frozen_entries();
                 Box::new(move |blocks: &mut Blocks| {
-                    let mut scratch = EntryScratch::default();
-                    entries(&mut |k, n, v| {
-                        scratch.add(blocks, &name, max_parallelism, k, n, v, 0);
-                    })
+                    let mut scratch = EntryScratch::new(max_parallelism);
+                    entries(&mut |k, n, v| scratch.add(k, n, v, 0));
+                    scratch.finish::<V>(&name, blocks);
                 })
             }
             Cells::Stamped(t) => {
                 let entries = t.frozen_entries();
                 Box::new(move |blocks: &mut Blocks| {
-                    let mut scratch = EntryScratch::default();
+                    let mut scratch = EntryScratch::new(max_parallelism);
                     entries(&mut |k, n, v| {
-                        if !alive(ttl, now_ms, v.written_ms) {
-                            return; // expired state is not worth restoring
-                        }
-                        scratch.add(blocks, &name, max_parallelism, k, n, &v.value, v.written_ms);
-                    })
+                        if alive(ttl, now_ms, v.written_ms) {
+                            scratch.add(k, n, &v.value, v.written_ms);
+                        } // expired state is not worth restoring
+                    });
+                    scratch.finish::<V>(&name, blocks);
                 })
             }
         }
