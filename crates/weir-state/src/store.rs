@@ -132,8 +132,9 @@ pub(crate) trait ErasedTable: Any {
     /// Freezes the entries (O(1) for the heap backend) and returns a job that adds them to
     /// `blocks` later, on another thread.
     fn snapshot_job(&mut self, name: &str, max_parallelism: usize, now_ms: i64) -> SnapshotJob;
-    /// Background housekeeping.
-    fn maintain(&mut self);
+    /// Background housekeeping; returns whether a snapshot's copy-on-write view is still in
+    /// place.
+    fn maintain(&mut self) -> bool;
     /// Inserts restored entries written with value type `type_name`.
     fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String>;
 }
@@ -400,10 +401,16 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
             }
         }
     }
-    fn maintain(&mut self) {
+    fn maintain(&mut self) -> bool {
         match &mut self.cells {
-            Cells::Plain(t) => t.maintain(),
-            Cells::Stamped(t) => t.maintain(),
+            Cells::Plain(t) => {
+                t.maintain();
+                t.frozen()
+            }
+            Cells::Stamped(t) => {
+                t.maintain();
+                t.frozen()
+            }
         }
     }
     fn restore(&mut self, type_name: &str, entries: &[EntryBytes]) -> Result<(), String> {
@@ -444,6 +451,8 @@ pub struct KeyedStateStore<K> {
     restored_types: HashMap<String, String>,
     /// The key groups this subtask owns.
     key_groups: (u32, u32),
+    /// Whether tables may hold a snapshot's copy-on-write view.
+    frozen: bool,
 }
 
 /// What a snapshot of keyed state holds.
@@ -473,6 +482,7 @@ impl<K: Key> KeyedStateStore<K> {
             migrations: HashMap::new(),
             restored_types: HashMap::new(),
             key_groups: (0, weir_types::keygroup::DEFAULT_MAX_PARALLELISM as u32),
+            frozen: false,
         }
     }
 
@@ -767,8 +777,21 @@ impl<K: Key> KeyedStateStore<K> {
 
     /// Merges copy-on-write deltas of finished snapshots back (cheap; call now and then).
     pub fn maintain(&mut self) {
+        let mut frozen = false;
         for t in &mut self.tables {
-            t.maintain();
+            frozen |= t.maintain();
+        }
+        self.frozen = frozen;
+    }
+
+    /// [`KeyedStateStore::maintain`] while a snapshot's copy-on-write views are in place, else
+    /// nothing: call it before every batch, so that the tables stop paying for copy-on-write
+    /// (two lookups a read, a copy a first write) as soon as the snapshot has been serialized,
+    /// not when the checkpoint completes.
+    #[inline]
+    pub fn thaw_when_released(&mut self) {
+        if self.frozen {
+            self.maintain();
         }
     }
 
@@ -818,6 +841,7 @@ impl<K: Key> KeyedStateStore<K> {
                 Some(n)
             }
         };
+        self.frozen |= native.is_none();
         let deferred = self.deferred(self.max_parallelism, timers, native.is_none());
         Ok(StateSnapshot { native, deferred })
     }

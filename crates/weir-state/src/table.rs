@@ -72,6 +72,11 @@ pub trait Table<K, N, V> {
     }
     /// Background housekeeping (merging a finished snapshot's copy-on-write delta).
     fn maintain(&mut self) {}
+    /// Whether a snapshot's copy-on-write view is still in place (until [`Table::maintain`]
+    /// merges it back).
+    fn frozen(&self) -> bool {
+        false
+    }
 }
 
 /// Borrowed `(key, namespace)`, to look up without cloning either.
@@ -128,6 +133,12 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V: Clone> HeapTable<K, N, V> {
     /// Merges the delta back if the snapshot no longer uses the frozen map. With `force`, also
     /// when it still does (copying the map: only when snapshots overlap).
     fn thaw(&mut self, force: bool) -> bool {
+        match &self.frozen {
+            None => return true,
+            // Still read by the snapshot: nothing to move.
+            Some(f) if !force && Arc::strong_count(&f.base) > 1 => return false,
+            Some(_) => {}
+        }
         let Some(f) = self.frozen.take() else {
             return true;
         };
@@ -335,6 +346,9 @@ where
     fn maintain(&mut self) {
         self.thaw(false);
     }
+    fn frozen(&self) -> bool {
+        self.frozen.is_some()
+    }
 }
 
 #[cfg(test)]
@@ -373,6 +387,9 @@ mod tests {
             view(&t),
             vec![(0, 100), (1, 11), (2, 22), (3, 3), (4, 4), (9, 9)]
         );
+        // Still held by the snapshot: stays frozen.
+        t.maintain();
+        assert!(t.frozen());
         let mut snap = Vec::new();
         frozen(&mut |k, _, v| snap.push((*k, *v)));
         snap.sort();
@@ -384,6 +401,7 @@ mod tests {
         // The snapshot is done with the frozen map: merging costs only the delta.
         assert_eq!(t.delta_len(), 4);
         t.maintain();
+        assert!(!t.frozen());
         assert_eq!(t.delta_len(), 0);
         assert_eq!(
             view(&t),

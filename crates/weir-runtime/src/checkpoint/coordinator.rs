@@ -67,6 +67,9 @@ struct Pending {
     started: Instant,
     acks: HashMap<TaskKey, Vec<(SubtaskId, OperatorSnapshot)>>,
     savepoint: Option<SavepointRequest>,
+    /// Time spent serializing acknowledged state before the last acknowledgement (part of
+    /// the asynchronous part, not the synchronous one).
+    early_async: std::time::Duration,
 }
 
 /// Checkpoint metrics.
@@ -178,6 +181,7 @@ pub fn run(
                 id,
                 ts_ms: setup.clock.now_ms(),
                 started: Instant::now(),
+                early_async: std::time::Duration::ZERO,
                 acks: HashMap::new(),
                 savepoint: final_savepoint.take(),
             };
@@ -220,6 +224,7 @@ pub fn run(
                 started: Instant::now(),
                 acks: HashMap::new(),
                 savepoint: queued.take(),
+                early_async: std::time::Duration::ZERO,
             });
         }
         let wait = if pending.is_some() {
@@ -266,10 +271,17 @@ pub fn run(
             Some(Ok(TaskEvent::Ack {
                 id,
                 task,
-                snapshots,
+                mut snapshots,
             })) => {
                 match pending.as_mut().filter(|p| p.id == id) {
                     Some(p) => {
+                        // Serialize this task's frozen state now rather than once every task
+                        // has acknowledged: its tables stop paying for copy-on-write sooner.
+                        let t = Instant::now();
+                        for (_, s) in snapshots.iter_mut() {
+                            s.resolve();
+                        }
+                        p.early_async += t.elapsed();
                         if let Some(old) = p.acks.insert(task, snapshots) {
                             discard_local(&old);
                         }
@@ -383,8 +395,12 @@ fn complete(
     // Synchronous part: from the trigger until every task acknowledged (barrier travel,
     // alignment, freezing state or linking a disk backend's files). Asynchronous part:
     // serializing and writing (uploading), here.
-    let sync_ms = p.started.elapsed().as_millis() as i64;
-    let async_started = Instant::now();
+    let sync_ms = p
+        .started
+        .elapsed()
+        .saturating_sub(p.early_async)
+        .as_millis() as i64;
+    let async_started = Instant::now() - p.early_async;
     // The asynchronous part: serialize frozen state here, off the task threads.
     for snap in snapshots.values_mut() {
         snap.resolve();

@@ -199,13 +199,17 @@ pub fn write_checkpoint(
     let mut uploaded_bytes = 0;
     let mut used = Uploads::default();
     for (sid, snap) in snapshots {
-        let mut written = snap.clone();
-        // Deferred serialization: the coordinator has run it already (its asynchronous part).
-        written.resolve();
+        // A copy only where something is filled in: deferred serialization (the coordinator
+        // has usually run it already, its asynchronous part) or uploaded native files.
+        let mut written = std::borrow::Cow::Borrowed(snap);
+        if snap.deferred.0.is_some() {
+            written.to_mut().resolve();
+        }
         if written.is_empty() {
             continue;
         }
-        if let Some(n) = written.native.as_mut() {
+        if written.native.is_some() {
+            let n = written.to_mut().native.as_mut().expect("native");
             uploaded_bytes += upload_native(storage, dir, sid, n, uploads, &mut used)?;
         }
         let entry = operators.entry(sid.uid.clone()).or_default();
@@ -217,7 +221,7 @@ pub fn write_checkpoint(
                 xxh3: f.xxh3,
             });
         }
-        let bytes = postcard::to_allocvec(&written)
+        let bytes = postcard::to_allocvec(&*written)
             .map_err(|e| WeirError::Internal(format!("encoding a snapshot: {e}")))?;
         let path = format!("{dir}/{}/{}.state", safe(&sid.uid), sid.subtask);
         storage.put(&path, &bytes)?;

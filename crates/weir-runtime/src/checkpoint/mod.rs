@@ -136,8 +136,27 @@ impl Deferred {
             DeferredState::Done(v) => v,
             DeferredState::Taken => Vec::new(),
         };
-        *g = DeferredState::Done(v.clone());
+        // Kept for the clones that may still ask; with none left, no copy.
+        if Arc::strong_count(m) > 1 {
+            *g = DeferredState::Done(v.clone());
+        }
         v
+    }
+}
+
+/// `(key_group, bytes)` pairs with each block as bytes: one copy instead of a call per byte
+/// (serde's default for a `Vec<u8>`), in both directions. Postcard writes bytes and a
+/// sequence of `u8` alike, so the format is unchanged.
+mod keyed_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(u32, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|(kg, b)| (kg, serde_bytes::Bytes::new(b))))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u32, Vec<u8>)>, D::Error> {
+        let v: Vec<(u32, serde_bytes::ByteBuf)> = Deserialize::deserialize(d)?;
+        Ok(v.into_iter().map(|(kg, b)| (kg, b.into_vec())).collect())
     }
 }
 
@@ -145,6 +164,7 @@ impl Deferred {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct OperatorSnapshot {
     /// Keyed state and timers, by key group: `(key_group, bytes)` in key-group order.
+    #[serde(with = "keyed_bytes")]
     pub keyed: Vec<(u32, Vec<u8>)>,
     /// Keyed state still to serialize (see [`OperatorSnapshot::resolve`]).
     #[serde(skip)]
@@ -167,6 +187,7 @@ pub struct OperatorSnapshot {
 /// trailing fields): still read, so older checkpoints and savepoints restore.
 #[derive(Deserialize)]
 struct OperatorSnapshotV1 {
+    #[serde(with = "keyed_bytes")]
     keyed: Vec<(u32, Vec<u8>)>,
     operator: Vec<Vec<u8>>,
     pending_commit: Vec<Vec<u8>>,
@@ -238,4 +259,42 @@ pub struct RestoredState {
     pub operator: Vec<Vec<u8>>,
     /// The checkpoint id restored.
     pub checkpoint_id: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keyed blocks written as bytes are the bytes they were as sequences of `u8`: older
+    /// checkpoints restore, and newer ones restore into older readers.
+    #[test]
+    fn keyed_blocks_encode_as_sequences_of_bytes_did() {
+        #[derive(Serialize)]
+        struct Plain {
+            keyed: Vec<(u32, Vec<u8>)>,
+            operator: Vec<Vec<u8>>,
+            pending_commit: Vec<Vec<u8>>,
+            native: Option<NativeSnapshot>,
+        }
+        let keyed = vec![
+            (3u32, vec![1u8, 2, 255]),
+            (7, (0..300).map(|i| i as u8).collect()),
+            (9, vec![]),
+        ];
+        let snap = OperatorSnapshot {
+            keyed: keyed.clone(),
+            operator: vec![vec![9]],
+            ..Default::default()
+        };
+        let bytes = postcard::to_allocvec(&snap).unwrap();
+        let plain = Plain {
+            keyed: keyed.clone(),
+            operator: vec![vec![9]],
+            pending_commit: vec![],
+            native: None,
+        };
+        assert_eq!(bytes, postcard::to_allocvec(&plain).unwrap());
+        let back = OperatorSnapshot::decode(&bytes).unwrap();
+        assert_eq!((back.keyed, back.operator), (keyed, vec![vec![9]]));
+    }
 }

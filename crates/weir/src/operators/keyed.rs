@@ -247,6 +247,7 @@ impl<K: Key, In: 'static, Out: 'static, F: KeyedProcessFunction<K, In, Out>>
         ctx: &mut OperatorContext,
         out: &mut dyn Output<Out>,
     ) -> Result<()> {
+        self.core.store.thaw_when_released();
         let mut keys = std::mem::take(&mut self.keys);
         keys.extend(batch.iter().map(|r| Some((self.key)(&r.value))));
         let mut buf = std::mem::take(&mut self.buf);

@@ -611,6 +611,7 @@ where
         ctx: &mut OperatorContext,
         out: &mut dyn Output<R>,
     ) -> Result<()> {
+        self.store.thaw_when_released();
         if self.fast {
             return self.process_fast(rec, ctx);
         }

@@ -192,6 +192,7 @@ where
         ctx: &mut OperatorContext,
         _: &mut dyn Output<R>,
     ) -> Result<()> {
+        self.store.thaw_when_released();
         let Slices {
             size,
             slide,
