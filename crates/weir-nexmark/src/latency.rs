@@ -316,6 +316,7 @@ impl<T: Data> Sink<T> for LatencySink {
             last_event_ms: self.last_event_ms,
             local: Histogram::default(),
             shared: self.hist.clone(),
+            trace: std::env::var_os("WEIR_LATENCY_TRACE").is_some(),
         }))
     }
 }
@@ -325,6 +326,9 @@ struct LatencyWriter {
     last_event_ms: i64,
     local: Histogram,
     shared: Arc<Mutex<Histogram>>,
+    /// `WEIR_LATENCY_TRACE` set: every measured row to stderr (`latency-row final_ms=…
+    /// sink_us=… latency_us=…`), to line outliers up with checkpoints and the logs.
+    trace: bool,
 }
 
 impl<T: Data> SinkWriter<T> for LatencyWriter {
@@ -333,7 +337,14 @@ impl<T: Data> SinkWriter<T> for LatencyWriter {
         if at > self.last_event_ms {
             self.local.flushed += 1;
         } else {
-            self.local.record(now_us() - at * 1000);
+            let now = now_us();
+            self.local.record(now - at * 1000);
+            if self.trace {
+                eprintln!(
+                    "latency-row final_ms={at} sink_us={now} latency_us={}",
+                    now - at * 1000
+                );
+            }
         }
         Ok(())
     }
