@@ -12,8 +12,14 @@
 //!
 //! `--storage` puts the checkpoints elsewhere than in `DIR` (an `s3://` URL needs
 //! `AWS_ENDPOINT_URL` and the other `AWS_*` variables, as `weir_object_store` reads them).
+//! `--no-changelog` makes every checkpoint of the disk backend materialize (as before
+//! changelog checkpoints); `--materialize-percent P` sets when the disk backend materializes
+//! again (default 25: once its changelog since the last materialization is 25% of its size).
 //!
-//! Prints one row per checkpoint: backend, round, sync ms, write ms, size, uploaded.
+//! Prints one row per checkpoint: backend, round, sync ms, write ms, size (every file the
+//! checkpoint references), uploaded, uploaded as a percentage of round 0's size (the full
+//! state), and the kind: `full` (memory backend), `materialized` (disk: new SST files
+//! uploaded) or `changelog` (disk: a changelog piece uploaded, the rest referenced).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +50,8 @@ struct Args {
     budget_mib: u64,
     dir: Option<std::path::PathBuf>,
     storage: Option<String>,
+    changelog: bool,
+    materialize_percent: u64,
 }
 
 fn args() -> Args {
@@ -55,12 +63,19 @@ fn args() -> Args {
         budget_mib: 256,
         dir: None,
         storage: None,
+        changelog: true,
+        materialize_percent: 25,
     };
-    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut v: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = v.iter().position(|f| f == "--no-changelog") {
+        v.remove(i);
+        a.changelog = false;
+    }
     for w in v.chunks(2) {
         let val = w.get(1).cloned().unwrap_or_default();
         let n = || val.parse::<u64>().expect("a number");
         match w[0].as_str() {
+            "--materialize-percent" => a.materialize_percent = n(),
             "--keys" => a.keys = n(),
             "--value-bytes" => a.value_bytes = n() as usize,
             "--rounds" => a.rounds = n(),
@@ -82,14 +97,25 @@ fn main() {
         None => std::env::temp_dir().join(format!("weir-checkpoint-bench-{}", std::process::id())),
     };
     println!(
-        "{} keys x {} B, {}% changed per round, budget {} MiB",
-        a.keys, a.value_bytes, a.change_percent, a.budget_mib
+        "{} keys x {} B, {}% changed per round, budget {} MiB, changelog {}",
+        a.keys,
+        a.value_bytes,
+        a.change_percent,
+        a.budget_mib,
+        if a.changelog {
+            format!("on (materialize at {}%)", a.materialize_percent)
+        } else {
+            "off".into()
+        }
     );
-    println!("backend  round  sync_ms  write_ms  size_MiB  uploaded_MiB");
+    println!("backend  round  sync_ms  write_ms  size_MiB  uploaded_MiB  uploaded_%  kind");
     let disk: Arc<dyn StateBackend> = Arc::new(
         DiskBackendConfig {
             dir: Some(root.join("work")),
             memory_budget_bytes: a.budget_mib << 20,
+            changelog: a.changelog,
+            changelog_materialize_percent: a.materialize_percent,
+            ..Default::default()
         }
         .build(),
     );
@@ -118,6 +144,7 @@ fn main() {
         }
         eprintln!("{name}: loaded in {:?}", t.elapsed());
         let mut uploads = Uploads::default();
+        let mut full_bytes = 0u64;
         for round in 0..=a.rounds {
             if round > 0 {
                 let step = 100 / a.change_percent;
@@ -158,17 +185,33 @@ fn main() {
             .unwrap();
             retain(storage, 1).unwrap();
             let write = t.elapsed();
+            let kind = match &native {
+                None => "full",
+                Some(n)
+                    if n.files
+                        .iter()
+                        .any(|f| f.name.starts_with(weir_rocksdb::CHANGELOG_PIECE_PREFIX)) =>
+                {
+                    "changelog"
+                }
+                Some(_) => "materialized",
+            };
             if let Some(n) = native {
                 n.discard_local();
             }
-            // As after a completed checkpoint: the heap backend merges its copy-on-write delta.
-            s.maintain();
+            // As after a completed checkpoint: the heap backend merges its copy-on-write delta,
+            // the disk backend may release local links of files now in storage.
+            s.checkpoint_complete(id);
+            if round == 0 {
+                full_bytes = m.total_bytes().max(1);
+            }
             println!(
-                "{name:7}  {round:5}  {:7.0}  {:8.0}  {:8.1}  {:12.1}",
+                "{name:7}  {round:5}  {:7.0}  {:8.0}  {:8.1}  {:12.1}  {:10.2}  {kind}",
                 sync.as_secs_f64() * 1e3,
                 write.as_secs_f64() * 1e3,
                 m.total_bytes() as f64 / (1 << 20) as f64,
-                m.uploaded_bytes as f64 / (1 << 20) as f64
+                m.uploaded_bytes as f64 / (1 << 20) as f64,
+                m.uploaded_bytes as f64 * 100.0 / full_bytes as f64
             );
         }
         storage.delete_prefix("").unwrap();
