@@ -16,9 +16,13 @@
 //! changelog checkpoints); `--materialize-percent P` sets when the disk backend materializes
 //! again (default 25: once its changelog since the last materialization is 25% of its size).
 //!
+//! `--backends disk` (or `memory`) runs one backend only (default: `memory,disk`).
+//!
 //! Prints one row per checkpoint: backend, round, sync ms, write ms, size (every file the
 //! checkpoint references), uploaded, uploaded as a percentage of round 0's size (the full
-//! state), and the kind: `full` (memory backend), `materialized` (disk: new SST files
+//! state), the SST files in the live RocksDB instance that were not there at the previous
+//! round (flushes and compactions since: what a materialized checkpoint uploads; `-` for the
+//! memory backend), and the kind: `full` (memory backend), `materialized` (disk: new SST files
 //! uploaded) or `changelog` (disk: a changelog piece uploaded, the rest referenced).
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,6 +56,7 @@ struct Args {
     storage: Option<String>,
     changelog: bool,
     materialize_percent: u64,
+    backends: String,
 }
 
 fn args() -> Args {
@@ -65,6 +70,7 @@ fn args() -> Args {
         storage: None,
         changelog: true,
         materialize_percent: 25,
+        backends: "memory,disk".into(),
     };
     let mut v: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = v.iter().position(|f| f == "--no-changelog") {
@@ -76,6 +82,7 @@ fn args() -> Args {
         let n = || val.parse::<u64>().expect("a number");
         match w[0].as_str() {
             "--materialize-percent" => a.materialize_percent = n(),
+            "--backends" => a.backends = val.clone(),
             "--keys" => a.keys = n(),
             "--value-bytes" => a.value_bytes = n() as usize,
             "--rounds" => a.rounds = n(),
@@ -87,6 +94,23 @@ fn args() -> Args {
         }
     }
     a
+}
+
+/// The SST files of the live instances under `db` (path, length).
+fn live_ssts(db: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    for inst in std::fs::read_dir(db).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(inst.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.file_name().to_string_lossy().ends_with(".sst") {
+                out.insert(f.path(), f.metadata().map_or(0, |m| m.len()));
+            }
+        }
+    }
+    out
 }
 
 fn main() {
@@ -108,21 +132,25 @@ fn main() {
             "off".into()
         }
     );
-    println!("backend  round  sync_ms  write_ms  size_MiB  uploaded_MiB  uploaded_%  kind");
-    let disk: Arc<dyn StateBackend> = Arc::new(
-        DiskBackendConfig {
-            dir: Some(root.join("work")),
-            memory_budget_bytes: a.budget_mib << 20,
-            changelog: a.changelog,
-            changelog_materialize_percent: a.materialize_percent,
-            ..Default::default()
-        }
-        .build(),
+    println!(
+        "backend  round  sync_ms  write_ms  size_MiB  uploaded_MiB  uploaded_%  new_sst_MiB  kind"
     );
+    let disk_backend = DiskBackendConfig {
+        dir: Some(root.join("work")),
+        memory_budget_bytes: a.budget_mib << 20,
+        changelog: a.changelog,
+        changelog_materialize_percent: a.materialize_percent,
+        ..Default::default()
+    }
+    .build();
+    let disk: Arc<dyn StateBackend> = Arc::new(disk_backend.clone());
     for (name, backend) in [
         ("memory", Arc::new(MemoryBackend) as Arc<dyn StateBackend>),
         ("disk", disk.clone()),
     ] {
+        if !a.backends.split(',').any(|b| b == name) {
+            continue;
+        }
         let chk = match &a.storage {
             Some(base) => format!("{}/chk-{name}", base.trim_end_matches('/')),
             None => root
@@ -145,13 +173,16 @@ fn main() {
         eprintln!("{name}: loaded in {:?}", t.elapsed());
         let mut uploads = Uploads::default();
         let mut full_bytes = 0u64;
+        let mut ssts = BTreeMap::new();
         for round in 0..=a.rounds {
             if round > 0 {
                 let step = 100 / a.change_percent;
+                let t = Instant::now();
                 for k in (round % step..a.keys).step_by(step as usize) {
                     s.set_current_key(k);
                     v.set(&mut s, value(k, round, a.value_bytes));
                 }
+                eprintln!("{name}: round {round} changes written in {:?}", t.elapsed());
             }
             let id = round + 1;
             let t = Instant::now();
@@ -205,8 +236,21 @@ fn main() {
             if round == 0 {
                 full_bytes = m.total_bytes().max(1);
             }
+            let new_sst = match (name, disk_backend.working_dir()) {
+                ("disk", Some(w)) => {
+                    let now = live_ssts(&w.join("db"));
+                    let new: u64 = now
+                        .iter()
+                        .filter(|(p, _)| !ssts.contains_key(*p))
+                        .map(|(_, b)| b)
+                        .sum();
+                    ssts = now;
+                    format!("{:.1}", new as f64 / (1 << 20) as f64)
+                }
+                _ => "-".into(),
+            };
             println!(
-                "{name:7}  {round:5}  {:7.0}  {:8.0}  {:8.1}  {:12.1}  {:10.2}  {kind}",
+                "{name:7}  {round:5}  {:7.0}  {:8.0}  {:8.1}  {:12.1}  {:10.2}  {new_sst:>11}  {kind}",
                 sync.as_secs_f64() * 1e3,
                 write.as_secs_f64() * 1e3,
                 m.total_bytes() as f64 / (1 << 20) as f64,

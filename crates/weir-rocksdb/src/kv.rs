@@ -661,22 +661,23 @@ impl KvStore for DiskKv {
         &mut self,
         id: u64,
     ) -> Option<Result<(NativeSnapshot, Option<NativeFinish>), String>> {
-        let why = match (&self.base, &self.dirty) {
-            _ if !self.shared.cfg.changelog => None,
-            (None, _) => Some("there is no base".to_string()),
-            (Some(_), None) => Some("the dirty keys overflowed their bound".to_string()),
-            (Some(b), Some(_)) => b.exhausted(self.shared.cfg.changelog_materialize_percent),
-        };
-        if let (Some(why), true) = (&why, self.shared.cfg.changelog) {
-            tracing::debug!("{}: checkpoint {id} materializes: {why}", self.instance);
-        }
-        if why.is_none() && self.shared.cfg.changelog {
-            match self.changelog(id) {
-                Ok(s) => return Some(Ok(s)),
-                Err(e) => tracing::warn!(
-                    "{}: a changelog checkpoint failed ({e}); materializing",
-                    self.instance
-                ),
+        if self.shared.cfg.changelog {
+            let why = match (&self.base, &self.dirty) {
+                (None, _) => Some("there is no base".to_string()),
+                (Some(_), None) => Some("the changed keys overflowed their bound".to_string()),
+                (Some(b), Some(_)) => b.exhausted(self.shared.cfg.changelog_materialize_percent),
+            };
+            match why {
+                None => match self.changelog(id) {
+                    Ok(s) => return Some(Ok(s)),
+                    Err(e) => tracing::warn!(
+                        "{}: checkpoint {id} could not be a changelog ({e}); materializing",
+                        self.instance
+                    ),
+                },
+                Some(why) => {
+                    tracing::debug!("{}: checkpoint {id} materializes: {why}", self.instance)
+                }
             }
         }
         Some(self.materialize(id).map(|s| (s, None)))
