@@ -12,8 +12,18 @@
 //!
 //! `--storage` puts the checkpoints elsewhere than in `DIR` (an `s3://` URL needs
 //! `AWS_ENDPOINT_URL` and the other `AWS_*` variables, as `weir_object_store` reads them).
+//! `--no-changelog` makes every checkpoint of the disk backend materialize (as before
+//! changelog checkpoints); `--materialize-percent P` sets when the disk backend materializes
+//! again (default 25: once its changelog since the last materialization is 25% of its size).
 //!
-//! Prints one row per checkpoint: backend, round, sync ms, write ms, size, uploaded.
+//! `--backends disk` (or `memory`) runs one backend only (default: `memory,disk`).
+//!
+//! Prints one row per checkpoint: backend, round, sync ms, write ms, size (every file the
+//! checkpoint references), uploaded, uploaded as a percentage of round 0's size (the full
+//! state), the SST files in the live RocksDB instance that were not there at the previous
+//! round (flushes and compactions since: what a materialized checkpoint uploads; `-` for the
+//! memory backend), and the kind: `full` (memory backend), `materialized` (disk: new SST files
+//! uploaded) or `changelog` (disk: a changelog piece uploaded, the rest referenced).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,6 +54,9 @@ struct Args {
     budget_mib: u64,
     dir: Option<std::path::PathBuf>,
     storage: Option<String>,
+    changelog: bool,
+    materialize_percent: u64,
+    backends: String,
 }
 
 fn args() -> Args {
@@ -55,12 +68,21 @@ fn args() -> Args {
         budget_mib: 256,
         dir: None,
         storage: None,
+        changelog: true,
+        materialize_percent: 25,
+        backends: "memory,disk".into(),
     };
-    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut v: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = v.iter().position(|f| f == "--no-changelog") {
+        v.remove(i);
+        a.changelog = false;
+    }
     for w in v.chunks(2) {
         let val = w.get(1).cloned().unwrap_or_default();
         let n = || val.parse::<u64>().expect("a number");
         match w[0].as_str() {
+            "--materialize-percent" => a.materialize_percent = n(),
+            "--backends" => a.backends = val.clone(),
             "--keys" => a.keys = n(),
             "--value-bytes" => a.value_bytes = n() as usize,
             "--rounds" => a.rounds = n(),
@@ -74,6 +96,23 @@ fn args() -> Args {
     a
 }
 
+/// The SST files of the live instances under `db` (path, length).
+fn live_ssts(db: &std::path::Path) -> BTreeMap<std::path::PathBuf, u64> {
+    let mut out = BTreeMap::new();
+    for inst in std::fs::read_dir(db).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(inst.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if f.file_name().to_string_lossy().ends_with(".sst") {
+                out.insert(f.path(), f.metadata().map_or(0, |m| m.len()));
+            }
+        }
+    }
+    out
+}
+
 fn main() {
     weir_object_store::register();
     let a = args();
@@ -82,21 +121,36 @@ fn main() {
         None => std::env::temp_dir().join(format!("weir-checkpoint-bench-{}", std::process::id())),
     };
     println!(
-        "{} keys x {} B, {}% changed per round, budget {} MiB",
-        a.keys, a.value_bytes, a.change_percent, a.budget_mib
-    );
-    println!("backend  round  sync_ms  write_ms  size_MiB  uploaded_MiB");
-    let disk: Arc<dyn StateBackend> = Arc::new(
-        DiskBackendConfig {
-            dir: Some(root.join("work")),
-            memory_budget_bytes: a.budget_mib << 20,
+        "{} keys x {} B, {}% changed per round, budget {} MiB, changelog {}",
+        a.keys,
+        a.value_bytes,
+        a.change_percent,
+        a.budget_mib,
+        if a.changelog {
+            format!("on (materialize at {}%)", a.materialize_percent)
+        } else {
+            "off".into()
         }
-        .build(),
     );
+    println!(
+        "backend  round  sync_ms  write_ms  size_MiB  uploaded_MiB  uploaded_%  new_sst_MiB  kind"
+    );
+    let disk_backend = DiskBackendConfig {
+        dir: Some(root.join("work")),
+        memory_budget_bytes: a.budget_mib << 20,
+        changelog: a.changelog,
+        changelog_materialize_percent: a.materialize_percent,
+        ..Default::default()
+    }
+    .build();
+    let disk: Arc<dyn StateBackend> = Arc::new(disk_backend.clone());
     for (name, backend) in [
         ("memory", Arc::new(MemoryBackend) as Arc<dyn StateBackend>),
         ("disk", disk.clone()),
     ] {
+        if !a.backends.split(',').any(|b| b == name) {
+            continue;
+        }
         let chk = match &a.storage {
             Some(base) => format!("{}/chk-{name}", base.trim_end_matches('/')),
             None => root
@@ -118,13 +172,17 @@ fn main() {
         }
         eprintln!("{name}: loaded in {:?}", t.elapsed());
         let mut uploads = Uploads::default();
+        let mut full_bytes = 0u64;
+        let mut ssts = BTreeMap::new();
         for round in 0..=a.rounds {
             if round > 0 {
                 let step = 100 / a.change_percent;
+                let t = Instant::now();
                 for k in (round % step..a.keys).step_by(step as usize) {
                     s.set_current_key(k);
                     v.set(&mut s, value(k, round, a.value_bytes));
                 }
+                eprintln!("{name}: round {round} changes written in {:?}", t.elapsed());
             }
             let id = round + 1;
             let t = Instant::now();
@@ -158,17 +216,46 @@ fn main() {
             .unwrap();
             retain(storage, 1).unwrap();
             let write = t.elapsed();
+            let kind = match &native {
+                None => "full",
+                Some(n)
+                    if n.files
+                        .iter()
+                        .any(|f| f.name.starts_with(weir_rocksdb::CHANGELOG_PIECE_PREFIX)) =>
+                {
+                    "changelog"
+                }
+                Some(_) => "materialized",
+            };
             if let Some(n) = native {
                 n.discard_local();
             }
-            // As after a completed checkpoint: the heap backend merges its copy-on-write delta.
-            s.maintain();
+            // As after a completed checkpoint: the heap backend merges its copy-on-write delta,
+            // the disk backend may release local links of files now in storage.
+            s.checkpoint_complete(id);
+            if round == 0 {
+                full_bytes = m.total_bytes().max(1);
+            }
+            let new_sst = match (name, disk_backend.working_dir()) {
+                ("disk", Some(w)) => {
+                    let now = live_ssts(&w.join("db"));
+                    let new: u64 = now
+                        .iter()
+                        .filter(|(p, _)| !ssts.contains_key(*p))
+                        .map(|(_, b)| b)
+                        .sum();
+                    ssts = now;
+                    format!("{:.1}", new as f64 / (1 << 20) as f64)
+                }
+                _ => "-".into(),
+            };
             println!(
-                "{name:7}  {round:5}  {:7.0}  {:8.0}  {:8.1}  {:12.1}",
+                "{name:7}  {round:5}  {:7.0}  {:8.0}  {:8.1}  {:12.1}  {:10.2}  {new_sst:>11}  {kind}",
                 sync.as_secs_f64() * 1e3,
                 write.as_secs_f64() * 1e3,
                 m.total_bytes() as f64 / (1 << 20) as f64,
-                m.uploaded_bytes as f64 / (1 << 20) as f64
+                m.uploaded_bytes as f64 / (1 << 20) as f64,
+                m.uploaded_bytes as f64 * 100.0 / full_bytes as f64
             );
         }
         storage.delete_prefix("").unwrap();

@@ -7,12 +7,24 @@
 //! plus cached blocks (data, index and filter blocks) stay within the budget whatever the size
 //! of the state, which lives on disk.
 //!
-//! Checkpoints are native and incremental ([`weir_state::native`]): at the barrier the subtask
-//! flushes its memtables and makes a RocksDB checkpoint (hard links of the SST files, a copy of
-//! the small MANIFEST); the checkpoint coordinator then uploads only the SST files that no
-//! earlier checkpoint uploaded. Savepoints are canonical. A native snapshot restores as the
-//! instance itself at the same parallelism; otherwise it is read through [`RocksReader`] (also
-//! registered for other backends) by key-group range.
+//! Checkpoints are native and incremental ([`weir_state::native`]), of two kinds.
+//! A *materialized* checkpoint flushes the memtables and makes a RocksDB checkpoint (hard links
+//! of the SST files, a copy of the small MANIFEST); the checkpoint coordinator then uploads
+//! only the SST files that no earlier checkpoint uploaded. Compactions rewrite SST files, so
+//! such a checkpoint can upload a large part of the state even when few keys changed. A
+//! *changelog* checkpoint (the default after a materialized one) references the last
+//! materialized checkpoint's files and adds a changelog piece: the current values (or
+//! deletions) of the keys written since the previous checkpoint, read from a RocksDB snapshot
+//! off the task thread. It uploads only that piece, about the size of the changed entries. A
+//! checkpoint materializes again when the pieces since the last materialization reach
+//! [`DiskBackendConfig::changelog_materialize_percent`] of its size (or 100 pieces), or when the
+//! keys changed between two checkpoints do not fit in
+//! [`DiskBackendConfig::changelog_bytes_max`] (see `kv.rs` for every case). Restoring applies
+//! the pieces in order on top of the materialized files.
+//!
+//! Savepoints are canonical. A native snapshot restores as the instance itself at the same
+//! parallelism; otherwise it is read through [`RocksReader`] (also registered for other
+//! backends) by key-group range, pieces applied.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -26,14 +38,18 @@
 //! ```
 #![deny(missing_docs)]
 
+mod changelog;
 mod kv;
 mod reader;
 mod workdir;
 
+pub use changelog::PIECE_PREFIX as CHANGELOG_PIECE_PREFIX;
+pub use kv::{PIECES_MAX, UNCONFIRMED_MAX};
 pub use reader::RocksReader;
 
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteBufferManager};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use weir_state::bytes::{KvStore, KvStoreFactory};
 use weir_state::native::{FileSource, NativeSnapshot};
@@ -42,8 +58,14 @@ use weir_state::{StateBackend, TableKind};
 use workdir::WorkDir;
 
 /// The native snapshot format: a RocksDB checkpoint of one instance, one column family per
-/// table, keys and values in the layout of [`weir_state::bytes`].
-pub const FORMAT: &str = "rocksdb-v1";
+/// table, keys and values in the layout of [`weir_state::bytes`], plus changelog pieces
+/// (files named [`CHANGELOG_PIECE_PREFIX`]`<sequence>`) applied in sequence order on top.
+pub const FORMAT: &str = "rocksdb-v2";
+
+/// The format before changelog pieces (a RocksDB checkpoint alone), still read and opened.
+/// A new name for the new format makes a build that does not know pieces refuse such a
+/// snapshot instead of restoring it without them.
+pub const FORMAT_V1: &str = "rocksdb-v1";
 
 /// The default memory budget: 256 MiB.
 pub const DEFAULT_MEMORY_BUDGET_BYTES: u64 = 256 << 20;
@@ -54,9 +76,23 @@ pub struct DiskBackendConfig {
     /// Where the working files go: a directory per job is made under it (default: the system's
     /// temporary directory). Directories left by processes that no longer run are deleted.
     pub dir: Option<PathBuf>,
-    /// Memory for the shared block cache, which also accounts for the memtables (half of it at
-    /// most, through the write-buffer manager). At least 8 MiB is used.
+    /// Memory for the whole backend (every instance of the process): the shared block cache,
+    /// which also accounts for the memtables (half of it at most, through the write-buffer
+    /// manager), and the changelog's dirty keys ([`DiskBackendConfig::changelog_bytes_max`]),
+    /// which the cache leaves room for. At least 8 MiB is used.
     pub memory_budget_bytes: u64,
+    /// Changelog checkpoints (default): after a materialized checkpoint, checkpoints upload
+    /// only the entries changed since the previous one (see the crate docs). `false`: every
+    /// checkpoint materializes (uploads the SST files that are new since the previous one).
+    pub changelog: bool,
+    /// The memory for the keys changed since the last checkpoint, over every instance of the
+    /// backend, part of `memory_budget_bytes` (default: an eighth of it). An instance whose
+    /// changes pass it stops tracking them, and its next checkpoint materializes.
+    pub changelog_bytes_max: Option<u64>,
+    /// A checkpoint materializes once the changelog pieces since the last materialized one
+    /// total this percentage of its size (default 25): the bound on what a restore applies
+    /// on top of it, and on the extra storage the pieces take.
+    pub changelog_materialize_percent: u64,
 }
 
 impl Default for DiskBackendConfig {
@@ -64,6 +100,9 @@ impl Default for DiskBackendConfig {
         DiskBackendConfig {
             dir: None,
             memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
+            changelog: true,
+            changelog_bytes_max: None,
+            changelog_materialize_percent: 25,
         }
     }
 }
@@ -71,35 +110,58 @@ impl Default for DiskBackendConfig {
 impl DiskBackendConfig {
     /// The backend (and the native reader registered for every backend of the process).
     pub fn build(self) -> DiskBackend {
-        weir_state::native::register_reader(FORMAT, Arc::new(RocksReader));
-        let budget = self.memory_budget_bytes.max(8 << 20) as usize;
-        let cache = Cache::new_lru_cache(budget);
+        register_readers();
+        let budget = self.memory_budget_bytes.max(8 << 20);
+        let changelog_bytes_max = if self.changelog {
+            self.changelog_bytes_max
+                .unwrap_or(budget / 8)
+                .min(budget / 2)
+        } else {
+            0
+        };
+        let cache_bytes = (budget - changelog_bytes_max) as usize;
+        let cache = Cache::new_lru_cache(cache_bytes);
         let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
-            budget / 2,
+            cache_bytes / 2,
             false,
             cache.clone(),
         );
         DiskBackend(Arc::new(Shared {
             workdir: WorkDir::new(self.dir.clone()),
             cfg: self,
+            cache_bytes,
             cache,
             wbm,
+            changelog_bytes_max,
+            changelog_total: Arc::new(AtomicU64::new(0)),
         }))
+    }
+}
+
+fn register_readers() {
+    for format in [FORMAT, FORMAT_V1] {
+        weir_state::native::register_reader(format, Arc::new(RocksReader));
     }
 }
 
 /// What every instance of one backend shares.
 pub(crate) struct Shared {
     pub(crate) cfg: DiskBackendConfig,
+    /// The block cache's capacity: the budget less the changelog's share.
+    pub(crate) cache_bytes: usize,
     pub(crate) cache: Cache,
     pub(crate) wbm: WriteBufferManager,
     pub(crate) workdir: WorkDir,
+    /// The bound on the dirty keys' memory (0 without changelog).
+    pub(crate) changelog_bytes_max: u64,
+    /// The dirty keys' memory now, over every instance.
+    pub(crate) changelog_total: Arc<AtomicU64>,
 }
 
 impl Shared {
     /// Options of an instance and of each of its column families.
     pub(crate) fn options(&self) -> Options {
-        let budget = self.cfg.memory_budget_bytes.max(8 << 20) as usize;
+        let budget = self.cache_bytes;
         let mut t = BlockBasedOptions::default();
         t.set_block_cache(&self.cache);
         // Index and filter blocks in the cache too: otherwise they grow with the state.
@@ -159,6 +221,15 @@ impl DiskBackend {
     pub fn working_dir(&self) -> Option<PathBuf> {
         self.0.workdir.current()
     }
+    /// Estimated memory of the keys changed since the last checkpoint (every instance), which
+    /// changelog checkpoints track.
+    pub fn changelog_usage_bytes(&self) -> u64 {
+        self.0.changelog_total.load(Ordering::Relaxed)
+    }
+    /// The bound on [`DiskBackend::changelog_usage_bytes`] (0 without changelog checkpoints).
+    pub fn changelog_bytes_max(&self) -> u64 {
+        self.0.changelog_bytes_max
+    }
 }
 
 impl StateBackend for DiskBackend {
@@ -182,6 +253,9 @@ impl KvStoreFactory for Factory {
     fn native_format(&self) -> Option<&str> {
         Some(FORMAT)
     }
+    fn opens_native(&self, format: &str) -> bool {
+        kv::opens(format)
+    }
     fn open_native(
         &self,
         uid: &str,
@@ -202,7 +276,7 @@ impl KvStoreFactory for Factory {
 /// Makes `--state-backend disk[:DIR]` (with `--state-memory`) build a [`DiskBackend`], and
 /// native snapshots readable by every backend. Call it before parsing options.
 pub fn register() {
-    weir_state::native::register_reader(FORMAT, Arc::new(RocksReader));
+    register_readers();
     weir_state::registry::register_backend(
         "disk",
         Arc::new(|spec: &BackendSpec| {
@@ -215,6 +289,7 @@ pub fn register() {
                 memory_budget_bytes: spec
                     .memory_budget_bytes
                     .unwrap_or(DEFAULT_MEMORY_BUDGET_BYTES),
+                ..Default::default()
             };
             Ok(Arc::new(cfg.build()) as Arc<dyn StateBackend>)
         }),

@@ -5,6 +5,9 @@
 //! <base>/weir-state-<pid>-<n>/
 //!   db/<uid>-<subtask>-<instance>/     a live RocksDB instance (deleted when it closes)
 //!   snapshots/<instance>-<checkpoint>/ a checkpoint's hard links, until uploaded
+//!   base/<instance>-<n>/               links of the files of the last materialized checkpoint
+//!                                      not yet known to be in storage, and the changelog
+//!                                      pieces since (the store's, until the next one)
 //!   read/<instance>-<n>/               files fetched to read a snapshot (rescaling)
 //! ```
 use std::path::{Path, PathBuf};

@@ -133,6 +133,7 @@ fn disk(dir: &std::path::Path) -> Arc<dyn StateBackend> {
         DiskBackendConfig {
             dir: Some(dir.to_path_buf()),
             memory_budget_bytes: 16 << 20,
+            ..Default::default()
         }
         .build(),
     )

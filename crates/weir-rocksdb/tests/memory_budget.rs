@@ -57,6 +57,7 @@ fn child(dir: &str) {
     let backend = DiskBackendConfig {
         dir: Some(dir.join("work")),
         memory_budget_bytes: BUDGET,
+        ..Default::default()
     }
     .build();
     let env = StreamEnv::new()

@@ -4,7 +4,7 @@
 //! Key layout: `[key group: u16 big-endian][postcard(key)][postcard(namespace)]`, so one key
 //! group's entries are contiguous (snapshots and rescaling read ranges of key groups). Value:
 //! `[written_ms: i64 little-endian][postcard(value)]`.
-use crate::native::{FileSource, NativeSnapshot};
+use crate::native::{FileSource, NativeFinish, NativeSnapshot};
 use crate::table::{Stamped, Table};
 use serde::{de::DeserializeOwned, Serialize};
 use std::cell::RefCell;
@@ -33,10 +33,17 @@ pub trait KvStore {
     /// A native snapshot of every table (see [`crate::native`]) for checkpoint `id`, if the
     /// store has a native format; its key groups and tables are left for the caller to fill.
     /// This is the synchronous part of a checkpoint: make the files immutable and hand them
-    /// over.
-    fn native_snapshot(&mut self, _id: u64) -> Option<Result<NativeSnapshot, String>> {
+    /// over, with the work (if any) that must run before they are uploaded, off the task
+    /// thread.
+    fn native_snapshot(
+        &mut self,
+        _id: u64,
+    ) -> Option<Result<(NativeSnapshot, Option<NativeFinish>), String>> {
         None
     }
+    /// Checkpoint `id` is complete (durable in checkpoint storage): a store may release local
+    /// copies of files that storage now holds.
+    fn checkpoint_complete(&mut self, _id: u64) {}
 }
 
 /// Opens the store of one operator subtask.
@@ -46,6 +53,11 @@ pub trait KvStoreFactory: Send + Sync {
     /// The native snapshot format its stores write, if any.
     fn native_format(&self) -> Option<&str> {
         None
+    }
+    /// Whether [`KvStoreFactory::open_native`] opens snapshots of `format` (its own format,
+    /// and older versions of it that it still reads).
+    fn opens_native(&self, format: &str) -> bool {
+        self.native_format() == Some(format)
     }
     /// A store made from a native snapshot of its own format and the same key groups.
     fn open_native(

@@ -8,6 +8,12 @@
 //! through the [`NativeReader`] its format registered, and loads the entries as a canonical
 //! restore would.
 //!
+//! Some of a snapshot's files may be written after the barrier, off the task thread: the store
+//! returns a [`NativeFinish`] with the snapshot, which runs in the snapshot's deferred job
+//! before the upload (the disk backend writes its changelog pieces so). A format may consist of
+//! more than one kind of file (the disk backend's: a RocksDB checkpoint plus changelog pieces);
+//! only its own store and reader interpret them.
+//!
 //! Entries are exchanged raw, in the byte layout of [`crate::bytes`]: key
 //! `[key group u16 BE][postcard key][postcard namespace]`, value
 //! `[written_ms i64 LE][postcard value]`.
@@ -80,21 +86,33 @@ pub trait FileSource: Send + Sync {
     fn fetch(&self, path: &str, to: &Path) -> Result<(u64, u64), String>;
 }
 
+/// Work that completes a native snapshot after the barrier, off the task thread, before its
+/// files are uploaded: e.g. writing a changelog piece into its local directory from a
+/// point-in-time view of the store. The checkpoint coordinator runs it (through the snapshot's
+/// deferred job); until then the files it writes do not exist.
+pub type NativeFinish = Box<dyn FnOnce() -> Result<(), String> + Send>;
+
 /// Downloads every file of `snap` into `dir` (created), checking lengths and checksums.
 pub fn fetch_all(snap: &NativeSnapshot, files: &dyn FileSource, dir: &Path) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     for f in &snap.files {
-        let path = f
-            .path
-            .as_deref()
-            .ok_or_else(|| format!("native file {} was never uploaded", f.name))?;
-        let (bytes, xxh3) = files.fetch(path, &dir.join(&f.name))?;
-        if bytes != f.bytes || xxh3 != f.xxh3 {
-            return Err(format!(
-                "{path} has {bytes} bytes and a checksum that do not match the checkpoint ({} bytes): corrupted",
-                f.bytes
-            ));
-        }
+        fetch_file(f, files, &dir.join(&f.name))?;
+    }
+    Ok(())
+}
+
+/// Downloads one file of a snapshot to `to`, checking its length and checksum.
+pub fn fetch_file(f: &NativeFile, files: &dyn FileSource, to: &Path) -> Result<(), String> {
+    let path = f
+        .path
+        .as_deref()
+        .ok_or_else(|| format!("native file {} was never uploaded", f.name))?;
+    let (bytes, xxh3) = files.fetch(path, to)?;
+    if bytes != f.bytes || xxh3 != f.xxh3 {
+        return Err(format!(
+            "{path} has {bytes} bytes and a checksum that do not match the checkpoint ({} bytes): corrupted",
+            f.bytes
+        ));
     }
     Ok(())
 }

@@ -648,7 +648,7 @@ impl<K: Key> KeyedStateStore<K> {
             }
         }
         if let (TableKind::Bytes(factory), [s], None) = (&self.kind, snaps.as_slice(), &self.kv) {
-            if s.key_groups == mine && factory.native_format() == Some(s.format.as_str()) {
+            if s.key_groups == mine && factory.opens_native(&s.format) {
                 let kv = factory
                     .open_native(&self.scope.0, self.scope.1, s, files)
                     .map_err(StateError::Backend)?;
@@ -820,10 +820,10 @@ impl<K: Key> KeyedStateStore<K> {
             (Some(kv), true) => kv.borrow_mut().native_snapshot(id),
             _ => None,
         };
-        let native = match snap {
-            None => None,
+        let (native, finish) = match snap {
+            None => (None, None),
             Some(Err(e)) => return Err(StateError::Backend(format!("native snapshot: {e}"))),
-            Some(Ok(mut n)) => {
+            Some(Ok((mut n, finish))) => {
                 n.key_groups = self.key_groups;
                 n.max_parallelism = self.max_parallelism as u32;
                 let mut tables: Vec<(String, String)> = self
@@ -838,12 +838,32 @@ impl<K: Key> KeyedStateStore<K> {
                 }
                 tables.sort();
                 n.tables = tables;
-                Some(n)
+                (Some(n), finish)
             }
         };
         self.frozen |= native.is_none();
         let deferred = self.deferred(self.max_parallelism, timers, native.is_none());
+        let deferred: DeferredSnapshot = match finish {
+            None => deferred,
+            // The native snapshot's own deferred work first (it writes files to upload). A
+            // failure leaves a file missing, so the upload, and the checkpoint, fail.
+            Some(finish) => Box::new(move || {
+                if let Err(e) = finish() {
+                    tracing::error!("completing a native snapshot: {e}");
+                }
+                deferred()
+            }),
+        };
         Ok(StateSnapshot { native, deferred })
+    }
+
+    /// Checkpoint `id` completed: merges copy-on-write deltas back (as
+    /// [`KeyedStateStore::maintain`]) and tells a byte store, which may release local files.
+    pub fn checkpoint_complete(&mut self, id: u64) {
+        self.maintain();
+        if let Some(kv) = &self.kv {
+            kv.borrow_mut().checkpoint_complete(id);
+        }
     }
 
     fn blocks(

@@ -116,8 +116,8 @@ impl<K: Key, A: 'static, B: 'static, Out: 'static, F: KeyedCoProcessFunction<K, 
     ) -> Result<OperatorSnapshot> {
         self.core.snapshot(b, ctx)
     }
-    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
-        self.core.maintain();
+    fn notify_checkpoint_complete(&mut self, id: u64, _: &mut OperatorContext) -> Result<()> {
+        self.core.checkpoint_complete(id);
         Ok(())
     }
     fn on_watermark(

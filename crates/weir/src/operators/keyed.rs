@@ -92,9 +92,10 @@ impl<K: Key> KeyedCore<K> {
         keyed_snapshot(&mut self.store, &self.timers, b, ctx)
     }
 
-    /// A checkpoint completed: merge copy-on-write deltas back.
-    pub fn maintain(&mut self) {
-        self.store.maintain();
+    /// Checkpoint `id` completed: merge copy-on-write deltas back, and let a disk backend
+    /// release local files that checkpoint storage now holds.
+    pub fn checkpoint_complete(&mut self, id: u64) {
+        self.store.checkpoint_complete(id);
     }
 
     pub fn after_open(&mut self, ctx: &OperatorContext) {
@@ -279,8 +280,8 @@ impl<K: Key, In: 'static, Out: 'static, F: KeyedProcessFunction<K, In, Out>>
     ) -> Result<OperatorSnapshot> {
         self.core.snapshot(b, ctx)
     }
-    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
-        self.core.maintain();
+    fn notify_checkpoint_complete(&mut self, id: u64, _: &mut OperatorContext) -> Result<()> {
+        self.core.checkpoint_complete(id);
         Ok(())
     }
     fn on_watermark(
@@ -337,8 +338,8 @@ impl<K: Key, T: weir_types::Data, F: FnMut(T, T) -> T + 'static> OneInputOperato
     ) -> Result<OperatorSnapshot> {
         self.core.snapshot(b, ctx)
     }
-    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
-        self.core.maintain();
+    fn notify_checkpoint_complete(&mut self, id: u64, _: &mut OperatorContext) -> Result<()> {
+        self.core.checkpoint_complete(id);
         Ok(())
     }
     #[inline]

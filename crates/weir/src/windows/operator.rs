@@ -600,8 +600,8 @@ where
     ) -> Result<OperatorSnapshot> {
         crate::operators::keyed::keyed_snapshot(&mut self.store, &self.timers, b, ctx)
     }
-    fn notify_checkpoint_complete(&mut self, _: u64, _: &mut OperatorContext) -> Result<()> {
-        self.store.maintain();
+    fn notify_checkpoint_complete(&mut self, id: u64, _: &mut OperatorContext) -> Result<()> {
+        self.store.checkpoint_complete(id);
         Ok(())
     }
 
