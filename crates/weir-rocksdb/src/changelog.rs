@@ -53,6 +53,8 @@ pub(crate) const ENTRY_OVERHEAD: u64 = 64;
 pub(crate) struct DirtySet {
     pub(crate) tables: Vec<HashSet<Box<[u8]>, Xxh3DefaultBuilder>>,
     bytes: u64,
+    /// Keys noted, over every table.
+    count: usize,
     total: Arc<AtomicU64>,
 }
 
@@ -61,6 +63,7 @@ impl DirtySet {
         DirtySet {
             tables: Vec::new(),
             bytes: 0,
+            count: 0,
             total,
         }
     }
@@ -77,9 +80,15 @@ impl DirtySet {
             return self.total.load(Ordering::Relaxed);
         }
         set.insert(key.into());
+        self.count += 1;
         let cost = key.len() as u64 + ENTRY_OVERHEAD;
         self.bytes += cost;
         self.total.fetch_add(cost, Ordering::Relaxed) + cost
+    }
+
+    /// Keys noted, over every table.
+    pub(crate) fn count(&self) -> usize {
+        self.count
     }
 
     pub(crate) fn is_empty(&self) -> bool {

@@ -42,6 +42,9 @@ pub(crate) type Rdb = DBWithThreadMode<MultiThreaded>;
 /// At most this many changelog pieces on one base: restores fetch and apply every one.
 pub const PIECES_MAX: usize = 100;
 
+/// Changed keys a checkpoint interval may always have before it must materialize.
+const DIRTY_KEYS_FLOOR: usize = 65_536;
+
 /// A checkpoint materializes when none of the last this many taken on the current base was
 /// confirmed complete (a safety net: it makes a self-contained snapshot again).
 pub const UNCONFIRMED_MAX: u32 = 10;
@@ -167,6 +170,8 @@ pub(crate) struct DiskKv {
     dirty: Option<DirtySet>,
     /// The next piece's sequence number (piece names never repeat within an instance).
     next_piece: u64,
+    /// More keys changed in one checkpoint interval than this: stop tracking, materialize.
+    dirty_keys_max: usize,
 }
 
 fn safe(uid: &str) -> String {
@@ -242,6 +247,7 @@ impl DiskKv {
             cf_options,
             base: None,
             dirty: None,
+            dirty_keys_max: usize::MAX,
             next_piece: 0,
         };
         for name in existing.into_iter().filter(|n| n != "default") {
@@ -339,6 +345,13 @@ impl DiskKv {
                     self.shared.changelog_bytes_max
                 );
                 self.dirty = None;
+            } else if d.count() > self.dirty_keys_max {
+                tracing::debug!(
+                    "{}: over {} keys changed since the last checkpoint: the next checkpoint materializes",
+                    self.instance,
+                    self.dirty_keys_max
+                );
+                self.dirty = None;
             }
         }
     }
@@ -413,6 +426,13 @@ impl DiskKv {
                 Ok(base) => {
                     self.base = Some(base);
                     self.dirty = Some(DirtySet::new(self.shared.changelog_total.clone()));
+                    let keys: usize = (0..self.names.len() as u32)
+                        .map(|t| KvStore::len(self, t))
+                        .sum();
+                    self.dirty_keys_max = (keys as u128
+                        * self.shared.cfg.changelog_dirty_percent_max as u128
+                        / 100)
+                        .max(DIRTY_KEYS_FLOOR as u128) as usize;
                 }
                 Err(e) => tracing::warn!(
                     "{}: keeping checkpoint {id} as the changelog's base: {e}; the next checkpoint materializes again",

@@ -93,6 +93,12 @@ pub struct DiskBackendConfig {
     /// total this percentage of its size (default 25): the bound on what a restore applies
     /// on top of it, and on the extra storage the pieces take.
     pub changelog_materialize_percent: u64,
+    /// A checkpoint interval that changes more than this percentage of the keys (and more
+    /// than 65,536 of them) ends in a materialized checkpoint, and the keys are no longer
+    /// tracked until then (default 10): a changelog piece pays when few keys change; when many
+    /// do, new SST files cost less to write than a point read per changed key, and the
+    /// piece would not be small anyway.
+    pub changelog_dirty_percent_max: u64,
 }
 
 impl Default for DiskBackendConfig {
@@ -103,6 +109,7 @@ impl Default for DiskBackendConfig {
             changelog: true,
             changelog_bytes_max: None,
             changelog_materialize_percent: 25,
+            changelog_dirty_percent_max: 10,
         }
     }
 }
