@@ -133,6 +133,13 @@ impl DiskBackendConfig {
             false,
             cache.clone(),
         );
+        // Flushes of different instances in parallel, one per core: a checkpoint waits for
+        // every instance's memtables to reach SST files, and a single flush thread would
+        // serialize them while the tasks wait.
+        if let Ok(mut env) = rocksdb::Env::new() {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            env.set_high_priority_background_threads(cores as i32);
+        }
         DiskBackend(Arc::new(Shared {
             workdir: WorkDir::new(self.dir.clone()),
             cfg: self,
@@ -176,6 +183,9 @@ impl Shared {
         t.set_pin_l0_filter_and_index_blocks_in_cache(true);
         t.set_bloom_filter(10.0, false);
         t.set_optimize_filters_for_memory(true);
+        // Point reads find their key in a data block by a hash index, not a binary search.
+        t.set_data_block_index_type(rocksdb::DataBlockIndexType::BinaryAndHash);
+        t.set_data_block_hash_ratio(0.75);
         let mut o = Options::default();
         o.create_if_missing(true);
         o.create_missing_column_families(true);
@@ -185,6 +195,10 @@ impl Shared {
         // of all memtables passes half of it.
         o.set_write_buffer_size((budget / 8).clamp(1 << 20, 64 << 20));
         o.set_max_write_buffer_number(3);
+        // A bloom filter per memtable: a read of a key that is not in the memtable (most of
+        // them, right after a checkpoint's flush) skips the skip list's search.
+        o.set_memtable_whole_key_filtering(true);
+        o.set_memtable_prefix_bloom_ratio(0.05);
         o.set_compression_type(DBCompressionType::Lz4);
         o.set_max_background_jobs(2);
         // Checkpoints copy the MANIFEST whole: keep it short.
