@@ -1,7 +1,7 @@
-//! The changelog of the disk backend's checkpoints: which keys changed since the last
-//! checkpoint (the dirty set, bounded in memory), and the pieces it becomes — files of the
-//! current values and deletions of those keys, which a checkpoint adds to an earlier
-//! materialized snapshot instead of uploading the SST files that compactions rewrote.
+//! The changelog of the disk backend's checkpoints: the writes since the last checkpoint (the
+//! write log, bounded in memory), and the pieces it becomes — files of the last value (or the
+//! deletion) of each key written, which a checkpoint adds to an earlier materialized snapshot
+//! instead of uploading the SST files that compactions rewrote.
 //!
 //! A piece, `weir-changelog-<sequence>` (the sequence orders the pieces of one instance):
 //!
@@ -18,12 +18,10 @@
 //! end record catches a piece cut short locally.
 use crate::kv::Rdb;
 use rocksdb::{Options, WriteBatch, WriteOptions};
-use std::collections::HashSet;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use xxhash_rust::xxh3::Xxh3DefaultBuilder;
 
 /// Names of changelog pieces start with it (RocksDB's files never do).
 pub const PIECE_PREFIX: &str = "weir-changelog-";
@@ -43,66 +41,136 @@ pub(crate) fn piece_name(seq: u64) -> String {
     format!("{PIECE_PREFIX}{seq:012}")
 }
 
-/// What one tracked key costs in memory, beyond its bytes: the boxed slice (16 bytes), the
-/// allocation's rounding and header, and the hash table's slot and control byte at its load
-/// factor, rounded up.
-pub(crate) const ENTRY_OVERHEAD: u64 = 64;
+/// Bytes of a logged write besides its key and value: table id, key length, value length.
+const RECORD_HEADER: usize = 12;
+/// The value length of a logged deletion.
+const DELETED: u32 = u32::MAX;
 
-/// Keys written or deleted since the last checkpoint, by table id. Its estimated memory counts
-/// in a total shared by every store of the backend, which the backend bounds.
-pub(crate) struct DirtySet {
-    pub(crate) tables: Vec<HashSet<Box<[u8]>, Xxh3DefaultBuilder>>,
-    bytes: u64,
-    /// Keys noted, over every table.
-    count: usize,
+/// Every write (put or deletion) since the last checkpoint, in order, with its value: what the
+/// next changelog piece is made of, with no read of the store. Bounded in bytes: its buffer's
+/// capacity counts in a total shared by every store of the backend, which the backend bounds.
+pub(crate) struct WriteLog {
+    /// Records: table id (u32 LE), key length (u32 LE), value length (u32 LE, [`DELETED`] for
+    /// a deletion), key, value.
+    buf: Vec<u8>,
+    records: usize,
+    /// Bytes added to `total` (the buffer's capacity when last counted).
+    accounted: u64,
     total: Arc<AtomicU64>,
 }
 
-impl DirtySet {
+impl WriteLog {
     pub(crate) fn new(total: Arc<AtomicU64>) -> Self {
-        DirtySet {
-            tables: Vec::new(),
-            bytes: 0,
-            count: 0,
+        WriteLog {
+            buf: Vec::new(),
+            records: 0,
+            accounted: 0,
             total,
         }
     }
 
-    /// Notes `key` of `table`; returns the backend's total after it.
+    /// Logs a write of `key` in `table` (`None`: a deletion). Returns whether the backend's
+    /// logs still fit in `bytes_max`.
     #[inline]
-    pub(crate) fn insert(&mut self, table: u32, key: &[u8]) -> u64 {
-        let t = table as usize;
-        if self.tables.len() <= t {
-            self.tables.resize_with(t + 1, Default::default);
+    pub(crate) fn push(
+        &mut self,
+        table: u32,
+        key: &[u8],
+        value: Option<&[u8]>,
+        bytes_max: u64,
+    ) -> bool {
+        let vlen = value.map_or(0, |v| v.len());
+        if key.len() >= DELETED as usize || vlen >= DELETED as usize {
+            // Not representable: the caller stops logging (the checkpoint materializes).
+            return false;
         }
-        let set = &mut self.tables[t];
-        if set.contains(key) {
-            return self.total.load(Ordering::Relaxed);
+        self.buf.reserve(RECORD_HEADER + key.len() + vlen);
+        self.buf.extend_from_slice(&table.to_le_bytes());
+        self.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&value.map_or(DELETED, |v| v.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(key);
+        if let Some(v) = value {
+            self.buf.extend_from_slice(v);
         }
-        set.insert(key.into());
-        self.count += 1;
-        let cost = key.len() as u64 + ENTRY_OVERHEAD;
-        self.bytes += cost;
-        self.total.fetch_add(cost, Ordering::Relaxed) + cost
-    }
-
-    /// Keys noted, over every table.
-    pub(crate) fn count(&self) -> usize {
-        self.count
+        self.records += 1;
+        let cap = self.buf.capacity() as u64;
+        if cap > self.accounted {
+            // Counted when the buffer grows (doubling), not on every write.
+            let add = cap - self.accounted;
+            self.accounted = cap;
+            self.total.fetch_add(add, Ordering::Relaxed) + add <= bytes_max
+        } else {
+            true
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.tables.iter().all(|t| t.is_empty())
+        self.records == 0
     }
 
-    pub(crate) fn keys(&self) -> usize {
-        self.tables.iter().map(|t| t.len()).sum()
+    /// Writes logged.
+    pub(crate) fn records(&self) -> usize {
+        self.records
+    }
+
+    /// The logged writes, in order: `(table, key, value)`.
+    fn iter(&self) -> impl Iterator<Item = (u32, &[u8], Option<&[u8]>)> {
+        let mut at = 0;
+        let b = &self.buf;
+        std::iter::from_fn(move || {
+            if at >= b.len() {
+                return None;
+            }
+            let u = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+            let (table, klen, vlen) = (u(at), u(at + 4) as usize, u(at + 8));
+            let k = at + RECORD_HEADER;
+            let v = k + klen;
+            let (value, next) = if vlen == DELETED {
+                (None, v)
+            } else {
+                (Some(&b[v..v + vlen as usize]), v + vlen as usize)
+            };
+            at = next;
+            Some((table, &b[k..v], value))
+        })
+    }
+
+    /// Writes the last logged write of each key to a piece (newest first). `names`: the
+    /// tables' names by id.
+    pub(crate) fn write_to<W: Write>(
+        &self,
+        names: &[String],
+        w: &mut PieceWriter<W>,
+    ) -> Result<(), String> {
+        let writes: Vec<(u32, &[u8], Option<&[u8]>)> = self.iter().collect();
+        let mut seen: hashbrown::HashSet<(u32, &[u8])> =
+            hashbrown::HashSet::with_capacity(writes.len());
+        let io = |e: std::io::Error| format!("writing a changelog piece: {e}");
+        let mut table = None;
+        for &(t, key, value) in writes.iter().rev() {
+            if !seen.insert((t, key)) {
+                continue; // an older write of a key written again later
+            }
+            if table != Some(t) {
+                let name = names
+                    .get(t as usize)
+                    .ok_or_else(|| format!("a changelog write names table {t}, which is unknown"))?;
+                w.table(name).map_err(io)?;
+                table = Some(t);
+            }
+            match value {
+                Some(v) => w.put(key, v).map_err(io)?,
+                None => w.delete(key).map_err(io)?,
+            }
+        }
+        Ok(())
     }
 }
 
-impl Drop for DirtySet {
+impl Drop for WriteLog {
     fn drop(&mut self) {
-        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.total.fetch_sub(self.accounted, Ordering::Relaxed);
     }
 }
 
@@ -378,5 +446,48 @@ mod tests {
         }
         assert!(piece_name(9) < piece_name(10));
         assert!(is_piece(&piece_name(1)) && !is_piece("000012.sst"));
+    }
+
+    #[test]
+    fn a_write_log_keeps_each_keys_last_write_and_counts_its_memory() {
+        let total = Arc::new(AtomicU64::new(0));
+        let mut log = WriteLog::new(total.clone());
+        assert!(log.is_empty());
+        let max = u64::MAX;
+        assert!(log.push(0, b"a", Some(b"1"), max));
+        assert!(log.push(0, b"b", Some(b"1"), max));
+        assert!(log.push(1, b"a", Some(b"x"), max)); // same key, another table
+        assert!(log.push(0, b"a", Some(b"2"), max));
+        assert!(log.push(0, b"b", None, max)); // deleted after its put
+        assert!(log.push(0, b"c", None, max));
+        assert!(log.push(0, b"c", Some(b""), max)); // put (empty value) after its deletion
+        assert_eq!(log.records(), 7);
+        let counted = total.load(Ordering::Relaxed);
+        assert!(counted >= 7 * RECORD_HEADER as u64 + 13, "{counted}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(piece_name(1));
+        let names = vec!["t0".to_string(), "t1".to_string()];
+        write_piece_file(&path, |w| log.write_to(&names, w)).unwrap();
+        let mut got = Vec::new();
+        read_piece(&path, &mut |t, k, v| {
+            got.push((t.to_string(), k.to_vec(), v.map(|v| v.to_vec())));
+            Ok(())
+        })
+        .unwrap();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("t0".into(), b"a".to_vec(), Some(b"2".to_vec())),
+                ("t0".into(), b"b".to_vec(), None),
+                ("t0".into(), b"c".to_vec(), Some(Vec::new())),
+                ("t1".into(), b"a".to_vec(), Some(b"x".to_vec())),
+            ]
+        );
+        drop(log);
+        assert_eq!(total.load(Ordering::Relaxed), 0);
+        // Over the bound: the push says so.
+        let mut small = WriteLog::new(total.clone());
+        assert!(!small.push(0, &[0u8; 100], Some(&[0u8; 100]), 64));
     }
 }

@@ -6,29 +6,26 @@
 //!
 //! - **materialized**: flush, then a RocksDB checkpoint (hard links of the SST files, a copy of
 //!   the MANIFEST). It becomes the *base*: its files are kept linked in a directory of the
-//!   store, and from then on the store tracks which keys are written or deleted (the dirty
-//!   set, [`crate::changelog::DirtySet`]).
+//!   store, and from then on the store logs every write and deletion with its value (the
+//!   write log, [`crate::changelog::WriteLog`]).
 //! - **changelog**: the base's files (uploaded by an earlier checkpoint, so referenced, not
-//!   uploaded) plus the changelog pieces since the base, each holding the current values (or
-//!   deletions) of the keys changed between two checkpoints. At the barrier the store only
-//!   swaps out the dirty set, takes a RocksDB snapshot (a sequence number) and links files;
-//!   the piece is read from that snapshot and written later, off the task thread, by the
-//!   snapshot's [`NativeFinish`], which the checkpoint coordinator runs before uploading.
-//!   Only that new piece is uploaded.
+//!   uploaded) plus the changelog pieces since the base, each holding the last value (or the
+//!   deletion) of every key written between two checkpoints. At the barrier the store only
+//!   swaps out the write log and links files; the piece is made from the log (no read of
+//!   RocksDB) and written later, off the task thread, by the snapshot's [`NativeFinish`],
+//!   which the checkpoint coordinator runs before uploading. Only that new piece is uploaded.
+//!   The memtables are not flushed: reads keep finding recent writes there.
 //!
-//! A checkpoint materializes when there is no base, when the dirty set overflowed its memory
+//! A checkpoint materializes when there is no base, when the write log overflowed its memory
 //! bound, when an earlier piece was not written, when the pieces since the base reach
 //! `changelog_materialize_percent` of the base's size or [`PIECES_MAX`] files, or when no
 //! checkpoint on the current base was confirmed complete for [`UNCONFIRMED_MAX`] checkpoints.
 //! Restoring applies the pieces in order on top of the base.
-use crate::changelog::{self, is_piece, piece_name, DirtySet};
+use crate::changelog::{self, is_piece, piece_name, WriteLog};
 use crate::workdir::{instance_id, next_id, remove};
 use crate::{Shared, FORMAT};
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{
-    DBWithThreadMode, FlushOptions, MultiThreaded, Options, ReadOptions, SnapshotWithThreadMode,
-    WriteOptions,
-};
+use rocksdb::{DBWithThreadMode, FlushOptions, MultiThreaded, Options, ReadOptions, WriteOptions};
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -41,9 +38,6 @@ pub(crate) type Rdb = DBWithThreadMode<MultiThreaded>;
 
 /// At most this many changelog pieces on one base: restores fetch and apply every one.
 pub const PIECES_MAX: usize = 100;
-
-/// Changed keys a checkpoint interval may always have before it must materialize.
-const DIRTY_KEYS_FLOOR: usize = 65_536;
 
 /// A checkpoint materializes when none of the last this many taken on the current base was
 /// confirmed complete (a safety net: it makes a self-contained snapshot again).
@@ -69,29 +63,6 @@ impl Drop for Instance {
     fn drop(&mut self) {
         drop(self.db.take());
         remove(&self.dir);
-    }
-}
-
-/// A point-in-time view of an instance, readable from any thread. It keeps the instance open.
-struct PinnedSnapshot {
-    // Declared before `instance`: released before the instance can close.
-    snap: SnapshotWithThreadMode<'static, Rdb>,
-    instance: Arc<Instance>,
-}
-
-impl PinnedSnapshot {
-    fn new(instance: Arc<Instance>) -> Self {
-        let snap = instance.db().snapshot();
-        // SAFETY: `snap` borrows the DB inside `instance`'s `Arc` allocation, which does not
-        // move, and which this struct keeps alive for as long as `snap` exists: fields drop in
-        // declaration order (`snap` first), and `Instance` closes its DB only when dropped.
-        let snap = unsafe {
-            std::mem::transmute::<
-                SnapshotWithThreadMode<'_, Rdb>,
-                SnapshotWithThreadMode<'static, Rdb>,
-            >(snap)
-        };
-        PinnedSnapshot { snap, instance }
     }
 }
 
@@ -166,12 +137,10 @@ pub(crate) struct DiskKv {
     cf_options: Options,
     /// The base of changelog checkpoints, if any.
     base: Option<Base>,
-    /// Keys changed since the last checkpoint, while a base exists and the bound holds.
-    dirty: Option<DirtySet>,
+    /// Writes since the last checkpoint, while a base exists and the bound holds.
+    log: Option<WriteLog>,
     /// The next piece's sequence number (piece names never repeat within an instance).
     next_piece: u64,
-    /// More keys changed in one checkpoint interval than this: stop tracking, materialize.
-    dirty_keys_max: usize,
 }
 
 fn safe(uid: &str) -> String {
@@ -246,8 +215,7 @@ impl DiskKv {
             write,
             cf_options,
             base: None,
-            dirty: None,
-            dirty_keys_max: usize::MAX,
+            log: None,
             next_piece: 0,
         };
         for name in existing.into_iter().filter(|n| n != "default") {
@@ -334,24 +302,18 @@ impl DiskKv {
         panic!("RocksDB {what} in {}: {e}", self.db.dir.display())
     }
 
-    /// Notes a changed key for the next changelog piece (if tracking), within the bound.
+    /// Logs a write (`None`: a deletion) for the next changelog piece (if logging), within
+    /// the bound.
     #[inline]
-    fn note(&mut self, table: u32, key: &[u8]) {
-        if let Some(d) = &mut self.dirty {
-            if d.insert(table, key) > self.shared.changelog_bytes_max {
+    fn log(&mut self, table: u32, key: &[u8], value: Option<&[u8]>) {
+        if let Some(log) = &mut self.log {
+            if !log.push(table, key, value, self.shared.changelog_bytes_max) {
                 tracing::debug!(
-                    "{}: the changelog's dirty keys passed {} bytes: the next checkpoint materializes",
+                    "{}: the changelog's writes passed {} bytes: the next checkpoint materializes",
                     self.instance,
                     self.shared.changelog_bytes_max
                 );
-                self.dirty = None;
-            } else if d.count() > self.dirty_keys_max {
-                tracing::debug!(
-                    "{}: over {} keys changed since the last checkpoint: the next checkpoint materializes",
-                    self.instance,
-                    self.dirty_keys_max
-                );
-                self.dirty = None;
+                self.log = None;
             }
         }
     }
@@ -386,7 +348,7 @@ impl DiskKv {
         if let Some(old) = self.base.take() {
             remove(&old.dir);
         }
-        self.dirty = None;
+        self.log = None;
         let db = self.db();
         // No write-ahead log: the memtables must be in SST files before the hard links.
         let mut fo = FlushOptions::default();
@@ -425,14 +387,7 @@ impl DiskKv {
             match self.keep_base(id, &dir, &files) {
                 Ok(base) => {
                     self.base = Some(base);
-                    self.dirty = Some(DirtySet::new(self.shared.changelog_total.clone()));
-                    let keys: usize = (0..self.names.len() as u32)
-                        .map(|t| KvStore::len(self, t))
-                        .sum();
-                    self.dirty_keys_max = (keys as u128
-                        * self.shared.cfg.changelog_dirty_percent_max as u128
-                        / 100)
-                        .max(DIRTY_KEYS_FLOOR as u128) as usize;
+                    self.log = Some(WriteLog::new(self.shared.changelog_total.clone()));
                 }
                 Err(e) => tracing::warn!(
                     "{}: keeping checkpoint {id} as the changelog's base: {e}; the next checkpoint materializes again",
@@ -470,8 +425,8 @@ impl DiskKv {
         })
     }
 
-    /// A changelog checkpoint: the base's files, the pieces since, and a new piece of the keys
-    /// changed since the last checkpoint, written later by the returned job.
+    /// A changelog checkpoint: the base's files, the pieces since, and a new piece of the writes
+    /// since the last checkpoint, written later by the returned job.
     fn changelog(&mut self, id: u64) -> Result<(NativeSnapshot, Option<NativeFinish>), String> {
         let dir = self.snapshot_dir(id)?;
         let base = self.base.as_mut().expect("a base");
@@ -511,9 +466,9 @@ impl DiskKv {
         }
         base.ids.push_back(id);
         base.unconfirmed += 1;
-        let fresh = DirtySet::new(self.shared.changelog_total.clone());
-        let dirty = self.dirty.replace(fresh).expect("tracking");
-        if dirty.is_empty() {
+        let fresh = WriteLog::new(self.shared.changelog_total.clone());
+        let log = self.log.replace(fresh).expect("logging");
+        if log.is_empty() {
             return Ok((self.snapshot_of(files, &dir), None));
         }
         let name = piece_name(self.next_piece);
@@ -531,20 +486,18 @@ impl DiskKv {
             xxh3: 0,
         });
         tracing::debug!(
-            "{}: checkpoint {id} is a changelog of {} keys on a base of {} bytes",
+            "{}: checkpoint {id} is a changelog of {} writes on a base of {} bytes",
             self.instance,
-            dirty.keys(),
+            log.records(),
             base.bytes
         );
-        let view = PinnedSnapshot::new(self.db.clone());
         let names = self.names.clone();
         let (snap_dir, base_dir) = (dir.clone(), base.dir.clone());
         let finish: NativeFinish = Box::new(move || {
             let path = snap_dir.join(&name);
-            let bytes = write_piece(&view, &names, &dirty, &path);
-            // Release the RocksDB snapshot and the dirty set's memory now.
-            drop(view);
-            drop(dirty);
+            let bytes = changelog::write_piece_file(&path, |w| log.write_to(&names, w));
+            // Release the log's memory now.
+            drop(log);
             match bytes {
                 Err(e) => {
                     let _ = written.set(Err(e.clone()));
@@ -563,45 +516,6 @@ impl DiskKv {
         });
         Ok((self.snapshot_of(files, &dir), Some(finish)))
     }
-}
-
-/// Writes the current values (or deletions), as of `view`, of the keys in `dirty`.
-fn write_piece(
-    view: &PinnedSnapshot,
-    names: &[String],
-    dirty: &DirtySet,
-    path: &Path,
-) -> Result<u64, String> {
-    let db = view.instance.db();
-    let mut ro = ReadOptions::default();
-    ro.set_snapshot(&view.snap);
-    ro.fill_cache(false);
-    changelog::write_piece_file(path, |w| {
-        let io = |e: std::io::Error| format!("writing {}: {e}", path.display());
-        for (t, set) in dirty.tables.iter().enumerate() {
-            if set.is_empty() {
-                continue;
-            }
-            let name = &names[t];
-            let cf = db
-                .cf_handle(name)
-                .ok_or_else(|| format!("column family '{name}' is missing"))?;
-            let mut keys: Vec<&[u8]> = set.iter().map(|k| &**k).collect();
-            keys.sort_unstable();
-            w.table(name).map_err(io)?;
-            for chunk in keys.chunks(1024) {
-                let values = db.batched_multi_get_cf_opt(&cf, chunk, true, &ro);
-                for (k, v) in chunk.iter().zip(values) {
-                    match v {
-                        Ok(Some(v)) => w.put(k, &v).map_err(io)?,
-                        Ok(None) => w.delete(k).map_err(io)?,
-                        Err(e) => return Err(format!("reading '{name}' for a changelog: {e}")),
-                    }
-                }
-            }
-        }
-        Ok(())
-    })
 }
 
 impl KvStore for DiskKv {
@@ -628,7 +542,7 @@ impl KvStore for DiskKv {
         }
     }
     fn put(&mut self, table: u32, key: &[u8], value: &[u8]) {
-        self.note(table, key);
+        self.log(table, key, Some(value));
         let db = self.db.db();
         let cf = db
             .cf_handle(&self.names[table as usize])
@@ -638,7 +552,7 @@ impl KvStore for DiskKv {
         }
     }
     fn delete(&mut self, table: u32, key: &[u8]) {
-        self.note(table, key);
+        self.log(table, key, None);
         let db = self.db.db();
         let cf = db
             .cf_handle(&self.names[table as usize])
@@ -682,9 +596,9 @@ impl KvStore for DiskKv {
         id: u64,
     ) -> Option<Result<(NativeSnapshot, Option<NativeFinish>), String>> {
         if self.shared.cfg.changelog {
-            let why = match (&self.base, &self.dirty) {
+            let why = match (&self.base, &self.log) {
                 (None, _) => Some("there is no base".to_string()),
-                (Some(_), None) => Some("the changed keys overflowed their bound".to_string()),
+                (Some(_), None) => Some("the write log overflowed its bound".to_string()),
                 (Some(b), Some(_)) => b.exhausted(self.shared.cfg.changelog_materialize_percent),
             };
             match why {

@@ -13,13 +13,14 @@
 //! only the SST files that no earlier checkpoint uploaded. Compactions rewrite SST files, so
 //! such a checkpoint can upload a large part of the state even when few keys changed. A
 //! *changelog* checkpoint (the default after a materialized one) references the last
-//! materialized checkpoint's files and adds a changelog piece: the current values (or
-//! deletions) of the keys written since the previous checkpoint, read from a RocksDB snapshot
-//! off the task thread. It uploads only that piece, about the size of the changed entries. A
-//! checkpoint materializes again when the pieces since the last materialization reach
+//! materialized checkpoint's files and adds a changelog piece: the last value (or the
+//! deletion) of each key written since the previous checkpoint, taken from a log of the writes
+//! kept in memory and written off the task thread. It uploads only that piece, about the size
+//! of the changed entries, and does not flush the memtables. A checkpoint materializes again
+//! when the pieces since the last materialization reach
 //! [`DiskBackendConfig::changelog_materialize_percent`] of its size (or 100 pieces), or when the
-//! keys changed between two checkpoints do not fit in
-//! [`DiskBackendConfig::changelog_bytes_max`] (see `kv.rs` for every case). Restoring applies
+//! writes between two checkpoints do not fit in [`DiskBackendConfig::changelog_bytes_max`]
+//! (see `kv.rs` for every case). Restoring applies
 //! the pieces in order on top of the materialized files.
 //!
 //! Savepoints are canonical. A native snapshot restores as the instance itself at the same
@@ -78,27 +79,23 @@ pub struct DiskBackendConfig {
     pub dir: Option<PathBuf>,
     /// Memory for the whole backend (every instance of the process): the shared block cache,
     /// which also accounts for the memtables (half of it at most, through the write-buffer
-    /// manager), and the changelog's dirty keys ([`DiskBackendConfig::changelog_bytes_max`]),
+    /// manager), and the changelog's write logs ([`DiskBackendConfig::changelog_bytes_max`]),
     /// which the cache leaves room for. At least 8 MiB is used.
     pub memory_budget_bytes: u64,
     /// Changelog checkpoints (default): after a materialized checkpoint, checkpoints upload
     /// only the entries changed since the previous one (see the crate docs). `false`: every
     /// checkpoint materializes (uploads the SST files that are new since the previous one).
     pub changelog: bool,
-    /// The memory for the keys changed since the last checkpoint, over every instance of the
-    /// backend, part of `memory_budget_bytes` (default: an eighth of it). An instance whose
-    /// changes pass it stops tracking them, and its next checkpoint materializes.
+    /// The memory for the writes (keys and values) since the last checkpoint, over every
+    /// instance of the backend, part of `memory_budget_bytes` (default: an eighth of it). An
+    /// instance whose log passes it stops logging, and its next checkpoint materializes.
     pub changelog_bytes_max: Option<u64>,
     /// A checkpoint materializes once the changelog pieces since the last materialized one
-    /// total this percentage of its size (default 25): the bound on what a restore applies
-    /// on top of it, and on the extra storage the pieces take.
+    /// total this percentage of its size (default 400): the bound on what a restore applies
+    /// on top of it, and on the extra storage the pieces take. A materialization flushes the
+    /// memtables while the task waits and sends later reads to SST files, so with most keys
+    /// changing every second (pieces of half the base) it should not come every second.
     pub changelog_materialize_percent: u64,
-    /// A checkpoint interval that changes more than this percentage of the keys (and more
-    /// than 65,536 of them) ends in a materialized checkpoint, and the keys are no longer
-    /// tracked until then (default 10): a changelog piece pays when few keys change; when many
-    /// do, new SST files cost less to write than a point read per changed key, and the
-    /// piece would not be small anyway.
-    pub changelog_dirty_percent_max: u64,
 }
 
 impl Default for DiskBackendConfig {
@@ -108,8 +105,7 @@ impl Default for DiskBackendConfig {
             memory_budget_bytes: DEFAULT_MEMORY_BUDGET_BYTES,
             changelog: true,
             changelog_bytes_max: None,
-            changelog_materialize_percent: 25,
-            changelog_dirty_percent_max: 10,
+            changelog_materialize_percent: 400,
         }
     }
 }
