@@ -14,7 +14,8 @@
 //! `AWS_ENDPOINT_URL` and the other `AWS_*` variables, as `weir_object_store` reads them).
 //! `--no-changelog` makes every checkpoint of the disk backend materialize (as before
 //! changelog checkpoints); `--materialize-percent P` sets when the disk backend materializes
-//! again (default 25: once its changelog since the last materialization is 25% of its size).
+//! again (default: the backend's, 400: once its changelog since the last materialization is 4x
+//! its size).
 //!
 //! `--backends disk` (or `memory`) runs one backend only (default: `memory,disk`).
 //!
@@ -69,7 +70,7 @@ fn args() -> Args {
         dir: None,
         storage: None,
         changelog: true,
-        materialize_percent: 25,
+        materialize_percent: DiskBackendConfig::default().changelog_materialize_percent,
         backends: "memory,disk".into(),
     };
     let mut v: Vec<String> = std::env::args().skip(1).collect();

@@ -86,7 +86,8 @@ impl WriteLog {
         }
         self.buf.reserve(RECORD_HEADER + key.len() + vlen);
         self.buf.extend_from_slice(&table.to_le_bytes());
-        self.buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        self.buf
+            .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.buf
             .extend_from_slice(&value.map_or(DELETED, |v| v.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(key);
@@ -153,9 +154,9 @@ impl WriteLog {
                 continue; // an older write of a key written again later
             }
             if table != Some(t) {
-                let name = names
-                    .get(t as usize)
-                    .ok_or_else(|| format!("a changelog write names table {t}, which is unknown"))?;
+                let name = names.get(t as usize).ok_or_else(|| {
+                    format!("a changelog write names table {t}, which is unknown")
+                })?;
                 w.table(name).map_err(io)?;
                 table = Some(t);
             }
