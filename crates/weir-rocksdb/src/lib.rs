@@ -162,9 +162,9 @@ pub(crate) struct Shared {
     pub(crate) cache: Cache,
     pub(crate) wbm: WriteBufferManager,
     pub(crate) workdir: WorkDir,
-    /// The bound on the dirty keys' memory (0 without changelog).
+    /// The bound on the changelog's write logs' memory (0 without changelog).
     pub(crate) changelog_bytes_max: u64,
-    /// The dirty keys' memory now, over every instance.
+    /// The changelog's write logs' memory now, over every instance.
     pub(crate) changelog_total: Arc<AtomicU64>,
 }
 

@@ -1,7 +1,7 @@
 //! Changelog checkpoints of the disk backend, on real RocksDB and the real checkpoint format:
 //! a materialized checkpoint, then checkpoints that add changelog pieces to it. Every restore
 //! path must give exactly the live state at the checkpoint (compared with a model); damaged
-//! pieces are detected; the dirty-key bound and the changelog's share of the base fall back to
+//! pieces are detected; the write log's bound and the changelog's share of the base fall back to
 //! materializing; retention keeps every file a retained checkpoint needs.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,16 +26,8 @@ struct Model {
     late: BTreeMap<u64, String>,
 }
 
-/// A deterministic pseudo-random sequence.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
+/// The deterministic pseudo-random sequence of the generator.
+type Rng = weir::connectors::SplitMix64;
 
 fn store(backend: &dyn StateBackend, subtask: usize, p: usize) -> KeyedStateStore<u64> {
     KeyedStateStore::new(backend, Arc::new(ManualClock::new(0))).with_scope("op", subtask, p, MAX_P)
@@ -152,9 +144,9 @@ fn change(
     let v: ValueState<u64> = ValueState::register(s, "v").unwrap();
     let l: Option<ValueState<String>> = late.then(|| ValueState::register(s, "late").unwrap());
     for _ in 0..n {
-        let k = rng.next() % keys;
+        let k = rng.next_u64() % keys;
         s.set_current_key(k);
-        match (rng.next() % 10, &l) {
+        match (rng.next_u64() % 10, &l) {
             (0..=1, _) => {
                 v.take(s);
                 model.v.remove(&k);
@@ -164,12 +156,12 @@ fn change(
                 model.late.remove(&k);
             }
             (3..=4, Some(l)) => {
-                let x = format!("late-{}", rng.next() % 1000);
+                let x = format!("late-{}", rng.next_u64() % 1000);
                 l.set(s, x.clone());
                 model.late.insert(k, x);
             }
             _ => {
-                let x = rng.next();
+                let x = rng.next_u64();
                 v.set(s, x);
                 model.v.insert(k, x);
             }
@@ -255,7 +247,7 @@ fn changelog_checkpoints_restore_exactly_the_live_state_every_way() {
     let st = storage(chk.path());
     let backend = disk(work.path(), |_| {});
     const KEYS: u64 = 20_000;
-    let mut rng = Rng(0x1234_5678_9abc_def1);
+    let mut rng = Rng::new(0x1234_5678_9abc_def1);
     let mut s = store(&backend, 0, 1);
     let mut model = Model::default();
     {
@@ -346,7 +338,7 @@ fn a_damaged_changelog_piece_is_detected_and_latest_falls_back() {
     let st = storage(chk.path());
     let backend = disk(work.path(), |_| {});
     const KEYS: u64 = 5_000;
-    let mut rng = Rng(99);
+    let mut rng = Rng::new(99);
     let mut s = store(&backend, 0, 1);
     let mut model = Model::default();
     change(&mut s, &mut model, &mut rng, 5_000, KEYS, false);
@@ -420,7 +412,7 @@ fn a_damaged_changelog_piece_is_detected_and_latest_falls_back() {
 }
 
 #[test]
-fn overflowing_the_dirty_key_bound_falls_back_to_materializing() {
+fn overflowing_the_write_log_bound_falls_back_to_materializing() {
     let work = tempfile::tempdir().unwrap();
     let chk = tempfile::tempdir().unwrap();
     let st = storage(chk.path());
@@ -428,7 +420,7 @@ fn overflowing_the_dirty_key_bound_falls_back_to_materializing() {
     let backend = disk(work.path(), |c| c.changelog_bytes_max = Some(64 << 10));
     assert_eq!(backend.changelog_bytes_max(), 64 << 10);
     const KEYS: u64 = 20_000;
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let mut s = store(&backend, 0, 1);
     let mut model = Model::default();
     change(&mut s, &mut model, &mut rng, 20_000, KEYS, false);
@@ -450,7 +442,7 @@ fn overflowing_the_dirty_key_bound_falls_back_to_materializing() {
     };
     round(&mut s, &mut model, 0);
     let used = round(&mut s, &mut model, 300);
-    assert_eq!(used, 0, "the dirty set went into the piece");
+    assert_eq!(used, 0, "the write log went into the piece");
     // Too many keys for the bound: tracking stops, the checkpoint materializes.
     round(&mut s, &mut model, 5_000);
     // And tracking starts again from it.
@@ -475,7 +467,7 @@ fn the_changelog_materializes_at_its_share_of_the_base_and_after_lost_checkpoint
     let st = storage(chk.path());
     let backend = disk(work.path(), |c| c.changelog_materialize_percent = 4);
     const KEYS: u64 = 20_000;
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     let mut s = store(&backend, 0, 1);
     let mut model = Model::default();
     change(&mut s, &mut model, &mut rng, 40_000, KEYS, false);
