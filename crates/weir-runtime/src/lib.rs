@@ -30,6 +30,7 @@ pub mod executor;
 pub mod graph;
 pub mod operator;
 pub mod output;
+pub mod priority;
 pub mod restart;
 pub mod source;
 pub mod task;

@@ -176,6 +176,10 @@ impl StreamEnv {
                     if let Some(t) = &o.checkpoint_timeout {
                         c.timeout = Duration::from_millis(parse_duration_ms(t)? as u64);
                     }
+                    if let Some(t) = &o.checkpoint_background {
+                        let ms = parse_duration_ms(t)?;
+                        c.background_max = (ms > 0).then(|| Duration::from_millis(ms as u64));
+                    }
                     i.cfg.checkpoints = Some(c);
                 }
                 (None, Some(_)) => {
@@ -511,6 +515,7 @@ fn default_checkpoints(storage: Arc<dyn CheckpointStorage>, interval_ms: i64) ->
         mode: CheckpointMode::ExactlyOnce,
         retained: 3,
         storage,
+        background_max: Some(Duration::from_millis(interval_ms.max(1) as u64)),
     }
 }
 

@@ -47,6 +47,11 @@ pub struct EnvOptions {
     /// A checkpoint not complete after this is abandoned (default 10min).
     #[arg(long, env = "WEIR_CHECKPOINT_TIMEOUT")]
     pub checkpoint_timeout: Option<String>,
+    /// How long after its trigger a checkpoint's asynchronous part (serializing and writing
+    /// state) may run at background priority, on CPU time the tasks leave idle, before it
+    /// competes with them (default: the checkpoint interval; `0`: never in the background).
+    #[arg(long, env = "WEIR_CHECKPOINT_BACKGROUND")]
+    pub checkpoint_background: Option<String>,
     /// `none`, `fixed-delay:ATTEMPTS:DELAY`, `exponential:INITIAL:MAX` or
     /// `failure-rate:N:INTERVAL:DELAY` (default with checkpoints: restart forever, 1 s apart).
     #[arg(long, env = "WEIR_RESTART_STRATEGY")]
@@ -104,6 +109,7 @@ impl EnvOptions {
                 checkpoint_mode,
                 checkpoints_retained,
                 checkpoint_timeout,
+                checkpoint_background,
                 restart_strategy
             );
         }

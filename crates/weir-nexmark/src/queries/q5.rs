@@ -23,14 +23,22 @@
 //! All of it is Weir keyed state and timers: checkpointed, restorable at any parallelism (the
 //! buckets are keys). The rows are the same as Flink's, also on ties: every auction of the
 //! window with the maximum count is some bucket's top.
-use super::{bids, SLIDE_MS, WINDOW_MS};
-use crate::model::{Bid, Event};
+use super::{SLIDE_MS, WINDOW_MS};
+use crate::model::Event;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use weir::prelude::*;
 use weir::windows::Tumbling;
 use weir::{AggregateFunction, DataStream};
+
+/// The columns of a bid that q5 reads (Flink's planner likewise pushes the projection to the
+/// scan): what crosses the key-by edge, 16 bytes instead of a whole bid with its padding.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct BidAt {
+    auction: i64,
+    date_time: i64,
+}
 
 /// An auction with the most bids in a window, and how many.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -77,25 +85,29 @@ type IdMap<V> = HashMap<i64, V, BuildHasherDefault<IdHasher>>;
 
 /// Windows an auction's counts hold inline: the open windows a bid can fall in span about 7
 /// (from the oldest window the watermark has not closed to the newest holding the latest bid,
-/// 4 s of out-of-orderness + 10 s of window, by 2 s); more spill into [`AuctionCounts::ext`].
+/// 4 s of out-of-orderness + 10 s of window, by 2 s); more spill into the bucket's [`Spill`].
 const CAP: usize = 8;
+
+/// Windows `lo + CAP, …` of the auctions whose open windows span more than [`CAP`] (input far
+/// ahead of the watermark; usually empty), without trailing zeros. Kept beside the counts so
+/// that [`AuctionCounts`] is `Copy`: the first write to a bucket after a checkpoint barrier
+/// copies its count map (copy-on-write), and a map of `Copy` entries is copied (and dropped)
+/// as one block of memory, not entry by entry.
+type Spill = IdMap<Vec<u32>>;
 
 /// An auction's bids in the windows `lo, lo + 1, …` (a window's index is its end / the slide):
 /// one map entry per auction and bucket for all its open windows, so that a bid is one map
 /// probe and five adds in a row. Windows the watermark has closed are dropped from the front
 /// lazily, by the auction's next bid.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct AuctionCounts {
     /// The index of the window of `c[0]`.
     lo: i64,
     /// The highest window index with a bid of the auction (the entry goes when it closes).
     hi: i64,
     c: [u32; CAP],
-    /// Windows `lo + CAP, …`: none unless the open windows span more than [`CAP`] (input far
-    /// ahead of the watermark), without trailing zeros (boxed: an entry is 64 bytes, key
-    /// included).
-    #[allow(clippy::box_collection)] // 8 bytes, not a Vec's 24, in every entry
-    ext: Option<Box<Vec<u32>>>,
+    /// How many windows after `c` the auction has in the bucket's [`Spill`] (0: none).
+    spilled: u32,
 }
 
 impl AuctionCounts {
@@ -104,44 +116,42 @@ impl AuctionCounts {
             lo,
             hi,
             c: [0; CAP],
-            ext: None,
+            spilled: 0,
         }
     }
 
-    /// Makes room for the windows `first..=last`, dropping those below `open` (closed).
+    /// Makes room for the windows `first..=last` of auction `id`, dropping those below `open`
+    /// (closed).
     #[inline]
-    fn fit(&mut self, open: i64, first: i64, last: i64) {
+    fn fit(&mut self, spill: &mut Spill, id: i64, open: i64, first: i64, last: i64) {
         if open > self.lo {
-            self.advance(open);
+            self.advance(spill, id, open);
         }
         if first < self.lo {
-            self.lower(first);
+            self.lower(spill, id, first);
         }
         let need = (last - self.lo + 1) as usize;
-        if need > CAP + self.ext_len() {
-            self.ext.get_or_insert_default().resize(need - CAP, 0);
+        if need > CAP + self.spilled as usize {
+            spill.entry(id).or_default().resize(need - CAP, 0);
+            self.spilled = (need - CAP) as u32;
         }
         self.hi = self.hi.max(last);
     }
 
-    /// The count of the window `lo + i`.
+    /// The count of the window `lo + i` of auction `id`.
     #[inline]
-    fn slot(&mut self, i: usize) -> &mut u32 {
+    fn slot<'a>(&'a mut self, spill: &'a mut Spill, id: i64, i: usize) -> &'a mut u32 {
         if i < CAP {
             &mut self.c[i]
         } else {
-            &mut self.ext.as_mut().expect("fitted")[i - CAP]
+            &mut spill.get_mut(&id).expect("fitted")[i - CAP]
         }
     }
 
-    fn ext_len(&self) -> usize {
-        self.ext.as_ref().map_or(0, |e| e.len())
-    }
-
     /// Drops the windows below `lo`.
-    fn advance(&mut self, lo: i64) {
+    fn advance(&mut self, spill: &mut Spill, id: i64, lo: i64) {
         let d = lo - self.lo;
-        if self.ext.is_none() {
+        if self.spilled == 0 {
             if d >= CAP as i64 {
                 self.c = [0; CAP];
             } else {
@@ -150,43 +160,48 @@ impl AuctionCounts {
                 self.c[CAP - d..].fill(0);
             }
         } else {
-            let mut all = self.all();
+            let mut all = self.all(spill, id);
             all.drain(..(d.min(all.len() as i64) as usize));
-            self.set_all(all);
+            self.set_all(spill, id, all);
         }
         self.lo = lo;
     }
 
     /// Adds (empty) windows in front, down to `lo` (a bid behind the auction's earlier ones).
     #[cold]
-    fn lower(&mut self, lo: i64) {
+    fn lower(&mut self, spill: &mut Spill, id: i64, lo: i64) {
         let d = (self.lo - lo) as usize;
-        if self.ext.is_none() && d <= CAP && self.c[CAP - d..].iter().all(|&n| n == 0) {
+        if self.spilled == 0 && d <= CAP && self.c[CAP - d..].iter().all(|&n| n == 0) {
             self.c.copy_within(..CAP - d, d);
             self.c[..d].fill(0);
         } else {
             let mut all = vec![0; d];
-            all.extend(self.all());
-            self.set_all(all);
+            all.extend(self.all(spill, id));
+            self.set_all(spill, id, all);
         }
         self.lo = lo;
     }
 
-    fn all(&self) -> Vec<u32> {
+    fn all(&self, spill: &Spill, id: i64) -> Vec<u32> {
         let mut v = self.c.to_vec();
-        if let Some(e) = &self.ext {
-            v.extend_from_slice(e);
+        if self.spilled > 0 {
+            v.extend_from_slice(&spill[&id]);
         }
         v
     }
 
-    fn set_all(&mut self, mut all: Vec<u32>) {
+    fn set_all(&mut self, spill: &mut Spill, id: i64, mut all: Vec<u32>) {
         while all.len() > CAP && all.last() == Some(&0) {
             all.pop();
         }
         all.resize(all.len().max(CAP), 0);
         let ext = all.split_off(CAP);
-        self.ext = (!ext.is_empty()).then(|| Box::new(ext));
+        self.spilled = ext.len() as u32;
+        if ext.is_empty() {
+            spill.remove(&id);
+        } else {
+            spill.insert(id, ext);
+        }
         self.c.copy_from_slice(&all);
     }
 }
@@ -207,6 +222,8 @@ struct WindowTop {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Bucket {
     auctions: IdMap<AuctionCounts>,
+    /// Counts of windows past an auction's inline ones.
+    spill: Spill,
     /// By window index.
     tops: Vec<WindowTop>,
 }
@@ -226,7 +243,7 @@ struct BucketTops {
     state: ValueState<Bucket>,
 }
 
-impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
+impl KeyedProcessFunction<u32, BidAt, LocalTop> for BucketTops {
     fn open(&mut self, s: &mut StateRegistry<'_, u32>) -> FnResult {
         self.state = s.value_state("q5-bucket")?;
         Ok(())
@@ -234,7 +251,7 @@ impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
 
     fn process_element(
         &mut self,
-        bid: Bid,
+        bid: BidAt,
         ctx: &mut KeyedContext<'_, u32>,
         _out: &mut Collector<'_, LocalTop>,
     ) -> FnResult {
@@ -255,11 +272,15 @@ impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
         let mut created = [0i64; WINDOWS];
         let mut n_created = 0;
         self.state.mutate(ctx, Bucket::default, |b| {
-            let Bucket { auctions, tops } = b;
+            let Bucket {
+                auctions,
+                spill,
+                tops,
+            } = b;
             let a = auctions
                 .entry(bid.auction)
                 .or_insert_with(|| AuctionCounts::new(open.max(last + 1 - CAP as i64), last));
-            a.fit(open, first, last);
+            a.fit(spill, bid.auction, open, first, last);
             let i0 = tops.partition_point(|w| w.k < first);
             let slot0 = (first - a.lo) as usize;
             for (j, k) in (first..=last).enumerate() {
@@ -276,7 +297,7 @@ impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
                     created[n_created] = k;
                     n_created += 1;
                 }
-                let c = a.slot(slot0 + j);
+                let c = a.slot(spill, bid.auction, slot0 + j);
                 *c += 1;
                 let n = *c;
                 // counts only grow: a higher count is alone at the top, an equal one joins it
@@ -327,6 +348,12 @@ impl KeyedProcessFunction<u32, Bid, LocalTop> for BucketTops {
             let k = (ts + 1 - SLIDE_MS / 2).div_euclid(SLIDE_MS);
             let empty = self.state.mutate(ctx, Bucket::default, |b| {
                 b.auctions.retain(|_, a| a.hi > k);
+                if !b.spill.is_empty() {
+                    let Bucket {
+                        auctions, spill, ..
+                    } = b;
+                    spill.retain(|id, _| auctions.contains_key(id));
+                }
                 b.auctions.is_empty() && b.tops.is_empty()
             });
             if empty {
@@ -365,8 +392,15 @@ fn merge_top(acc: &mut (i64, Vec<i64>), num: i64, auctions: Vec<i64>) {
 
 /// For each 10 s window (every 2 s), the auctions with the most bids.
 pub fn q5(events: &DataStream<Event>) -> DataStream<Q5Row> {
-    bids(events)
-        .key_by(|b: &Bid| bucket(b.auction))
+    events
+        .flat_map(|e: Event| {
+            e.into_bid().map(|b| BidAt {
+                auction: b.auction,
+                date_time: b.date_time,
+            })
+        })
+        .name("bids")
+        .key_by(|b: &BidAt| bucket(b.auction))
         .process(BucketTops::default())
         .name("q5_bucket_tops")
         .key_by(|t: &LocalTop| t.window_end)
@@ -399,6 +433,8 @@ mod tests {
         for _ in 0..200 {
             let mut open = rnd(20) - 10;
             let mut a: Option<AuctionCounts> = None;
+            let mut spill = Spill::default();
+            let id = rnd(1000);
             let mut want = BTreeMap::new();
             for _ in 0..300 {
                 open += rnd(3) / 2;
@@ -412,18 +448,22 @@ mod tests {
                 let a = a.get_or_insert_with(|| {
                     AuctionCounts::new(open.max(last + 1 - CAP as i64), last)
                 });
-                a.fit(open, first, last);
+                a.fit(&mut spill, id, open, first, last);
                 for k in first..=last {
-                    *a.slot((k - a.lo) as usize) += 1;
+                    *a.slot(&mut spill, id, (k - a.lo) as usize) += 1;
                     *want.entry(k).or_insert(0u32) += 1;
                 }
                 assert!(a.lo <= open || a.lo <= first);
-                assert!(a
-                    .ext
-                    .as_ref()
+                assert_eq!(a.spilled as usize, spill.get(&id).map_or(0, |e| e.len()));
+                assert!(spill
+                    .get(&id)
                     .is_none_or(|e| e.last().is_some_and(|&n| n > 0)));
                 for (&k, &n) in want.range(open..) {
-                    assert_eq!(*a.slot((k - a.lo) as usize), n, "window {k}");
+                    assert_eq!(
+                        *a.slot(&mut spill, id, (k - a.lo) as usize),
+                        n,
+                        "window {k}"
+                    );
                 }
                 assert_eq!(a.hi, *want.keys().last().unwrap());
             }

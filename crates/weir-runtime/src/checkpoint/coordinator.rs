@@ -6,6 +6,7 @@ use super::format::{checkpoint_dir, retain, write_checkpoint, Uploads};
 use super::{
     CheckpointBarrier, CheckpointConfig, CheckpointMode, Committer, OperatorSnapshot, SubtaskId,
 };
+use crate::priority::Background;
 use crate::task::{Mail, TaskEvent, TaskKey};
 use crossbeam_channel as cb;
 use std::collections::{BTreeMap, HashMap};
@@ -278,9 +279,11 @@ pub fn run(
                         // Serialize this task's frozen state now rather than once every task
                         // has acknowledged: its tables stop paying for copy-on-write sooner.
                         let t = Instant::now();
+                        let bg = background(&setup.cfg, p.started);
                         for (_, s) in snapshots.iter_mut() {
                             s.resolve();
                         }
+                        drop(bg);
                         p.early_async += t.elapsed();
                         if let Some(old) = p.acks.insert(task, snapshots) {
                             discard_local(&old);
@@ -361,6 +364,13 @@ fn on_command(
     }
 }
 
+/// Background priority for a checkpoint's asynchronous work, until `started` +
+/// [`CheckpointConfig::background_max`].
+fn background(cfg: &CheckpointConfig, started: Instant) -> Option<Background> {
+    let left = cfg.background_max?.checked_sub(started.elapsed())?;
+    Background::enter(left)
+}
+
 fn complete(
     setup: &Setup,
     m: &Metrics,
@@ -401,7 +411,10 @@ fn complete(
         .saturating_sub(p.early_async)
         .as_millis() as i64;
     let async_started = Instant::now() - p.early_async;
-    // The asynchronous part: serialize frozen state here, off the task threads.
+    // The asynchronous part: serialize frozen state here, off the task threads, write it, and
+    // delete what older checkpoints no longer need, in the CPU time processing leaves idle (up
+    // to the configured bound; until this function returns).
+    let _bg = background(&setup.cfg, p.started);
     for snap in snapshots.values_mut() {
         snap.resolve();
     }

@@ -98,6 +98,11 @@ pub struct CheckpointConfig {
     pub retained: usize,
     /// Where checkpoints go.
     pub storage: Arc<dyn storage::CheckpointStorage>,
+    /// The asynchronous part (serializing frozen state, writing it) runs at background
+    /// priority ([`crate::priority::Background`]: only on CPU time the tasks leave idle) until
+    /// this long after the trigger, then at normal priority. `None`: normal priority
+    /// throughout.
+    pub background_max: Option<Duration>,
 }
 
 /// Keyed state whose serialization was deferred to the coordinator's thread (the
