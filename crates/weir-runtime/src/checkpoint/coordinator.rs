@@ -279,7 +279,8 @@ pub fn run(
                         // Serialize this task's frozen state now rather than once every task
                         // has acknowledged: its tables stop paying for copy-on-write sooner.
                         let t = Instant::now();
-                        let bg = background(&setup.cfg, p.started);
+                        let work = snapshots.iter().any(|(_, s)| s.deferred.0.is_some());
+                        let bg = work.then(|| background(&setup.cfg, p.started)).flatten();
                         for (_, s) in snapshots.iter_mut() {
                             s.resolve();
                         }
