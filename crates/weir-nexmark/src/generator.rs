@@ -377,9 +377,31 @@ fn padding(rng: &mut SplitMix64, size: u64, avg: u64) -> String {
     let want = avg - size;
     let delta = (want as f64 * 0.2).round() as u64;
     let len = want - delta + if delta == 0 { 0 } else { rng.below(2 * delta) };
-    (0..len)
-        .map(|_| (b'a' + rng.below(26) as u8) as char)
-        .collect()
+    letters(rng, len)
+}
+
+/// Letters per 64-bit draw in [`letters`]. They are the first base-26 digits of the draw read
+/// as a fraction in [0, 1), so any 10 of them together are uniform up to a relative bias of
+/// 26^10 / 2^64 < 10^-5 (13 would be the most a draw can hold).
+const LETTERS_PER_DRAW: u32 = 10;
+
+/// `len` uniform lowercase letters. A letter is the high word of `r · 26` and `r` becomes the
+/// low word (the next base-26 digit of `r / 2^64`), so one draw of the generator makes
+/// [`LETTERS_PER_DRAW`] letters: one draw per letter was most of a bid's generation time.
+fn letters(rng: &mut SplitMix64, len: u64) -> String {
+    let mut s = Vec::with_capacity(len as usize);
+    let (mut r, mut left) = (0u64, 0u32);
+    for _ in 0..len {
+        if left == 0 {
+            r = rng.next_u64();
+            left = LETTERS_PER_DRAW;
+        }
+        let m = r as u128 * 26;
+        s.push(b'a' + (m >> 64) as u8);
+        r = m as u64;
+        left -= 1;
+    }
+    String::from_utf8(s).expect("ASCII letters")
 }
 
 /// The generator as a Weir source: each subtask generates its splits' event numbers (split `j`
@@ -514,5 +536,35 @@ mod tests {
             assert!((68 - 14..68 + 14).contains(&x.len()), "{}", x.len());
         }
         assert_eq!(padding(&mut rng, 300, 100), "");
+    }
+
+    #[test]
+    fn padding_letters_are_uniform() {
+        let mut rng = SplitMix64::new(11);
+        let mut counts = [0u64; 26];
+        let mut by_position = [[0u64; 2]; LETTERS_PER_DRAW as usize];
+        for _ in 0..20_000 {
+            let s = letters(&mut rng, 50);
+            assert_eq!(s.len(), 50);
+            for (i, b) in s.bytes().enumerate() {
+                assert!(b.is_ascii_lowercase(), "{s}");
+                counts[(b - b'a') as usize] += 1;
+                // Each position within a draw: first half of the alphabet vs second half.
+                by_position[i % LETTERS_PER_DRAW as usize][(b >= b'n') as usize] += 1;
+            }
+        }
+        let expected = 20_000.0 * 50.0 / 26.0;
+        for (i, c) in counts.iter().enumerate() {
+            let dev = (*c as f64 - expected).abs() / expected;
+            assert!(
+                dev < 0.02,
+                "letter {} appears {c} times, expected {expected}",
+                i
+            );
+        }
+        for (i, [lo, hi]) in by_position.iter().enumerate() {
+            let dev = (*lo as f64 - *hi as f64).abs() / (*lo + *hi) as f64;
+            assert!(dev < 0.02, "position {i} in a draw: {lo} a–m vs {hi} n–z");
+        }
     }
 }

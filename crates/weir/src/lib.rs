@@ -18,8 +18,8 @@
 //! ```
 //!
 //! - [`StreamEnv`]: the job's settings and entry point; [`EnvOptions`] are its flags.
-//! - [`DataStream`]: `map`, `filter`, `flat_map`, `try_map`, `process`, `union`, `connect`,
-//!   `key_by`, partitioning, side outputs, `assign_timestamps`, `sink`.
+//! - [`DataStream`]: `map`, `filter`, `filter_map`, `flat_map`, `try_map`, `process`, `union`,
+//!   `connect`, `key_by`, partitioning, side outputs, `assign_timestamps`, `sink`.
 //! - [`KeyedStream`]: `process` with keyed state and timers, `reduce`, keyed `connect`.
 //! - [`functions`]: the traits user code implements, and their contexts.
 //! - [`connectors`]: built-in sources and sinks that need no external system.

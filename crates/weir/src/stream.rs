@@ -3,7 +3,7 @@ use crate::env::StreamEnv;
 use crate::functions::{
     CoProcessFunction, KeyedCoProcessFunction, KeyedProcessFunction, ProcessFunction,
 };
-use crate::operators::basic::{FilterOp, FlatMapOp, MapOp, ProcessOp, TryMapOp};
+use crate::operators::basic::{FilterMapOp, FilterOp, FlatMapOp, MapOp, ProcessOp, TryMapOp};
 use crate::operators::co::{BroadcastOp, BroadcastProcessFunction, CoProcessOp, KeyedCoProcessOp};
 use crate::operators::keyed::{KeyFn, KeyedCore, KeyedProcessOp, ReduceOp};
 use crate::operators::sink::{Sink, SinkOp};
@@ -188,6 +188,17 @@ impl<T: Data> DataStream<T> {
         f: impl FnMut(&T) -> bool + Clone + Send + Sync + 'static,
     ) -> DataStream<T> {
         self.add_operator("filter", move |_| Ok(FilterOp(f.clone())))
+    }
+
+    /// Keeps the records for which `f` returns `Some`, transformed: a filter and a map in one
+    /// function and one pass over each batch (`.filter_map(|e| (e.price > 5000).then(|| ...))`),
+    /// as a SQL planner compiles `SELECT ... WHERE` into one operator. A result of the input's
+    /// size and alignment is written in place of its input.
+    pub fn filter_map<Out: Data>(
+        &self,
+        f: impl FnMut(T) -> Option<Out> + Clone + Send + Sync + 'static,
+    ) -> DataStream<Out> {
+        self.add_operator("filter_map", move |_| Ok(FilterMapOp::new(f.clone())))
     }
 
     /// Turns each record into zero or more.

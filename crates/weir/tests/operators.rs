@@ -37,6 +37,43 @@ fn map_filter_flat_map_transform_and_keep_timestamps() {
     );
 }
 
+#[test]
+fn filter_map_keeps_the_some_results_in_order_with_their_timestamps() {
+    // Per-record watermarks send records down the chain one by one; the default, in batches.
+    // Results of the input's layout are written in place, others into a buffer.
+    for per_record in [false, true] {
+        let env = env(1);
+        let same = CollectSink::new();
+        let other = CollectSink::new();
+        let strategy =
+            WatermarkStrategy::monotonous().with_timestamps(|x: &(u64, u64), _| x.0 as i64);
+        let strategy = if per_record {
+            strategy.per_record()
+        } else {
+            strategy
+        };
+        let input = env
+            .from_collection((0u64..5000).map(|x| (x, x * 3)).collect())
+            .assign_timestamps(strategy);
+        input
+            .filter_map(|(x, y)| (x % 7 != 3).then_some((y as f64 * 0.5, x as i64)))
+            .sink(same.clone());
+        input
+            .filter_map(|(x, _)| x.is_multiple_of(1000).then_some(x as u8))
+            .sink(other.clone());
+        run(&env, "filter_map").unwrap();
+        let want: Vec<((f64, i64), i64)> = (0u64..5000)
+            .filter(|x| x % 7 != 3)
+            .map(|x| ((x as f64 * 1.5, x as i64), x as i64))
+            .collect();
+        let got: Vec<((f64, i64), i64)> = same.records().iter().map(|r| (r.value, r.ts)).collect();
+        assert_eq!(got, want, "per_record: {per_record}");
+        let got: Vec<(u8, i64)> = other.records().iter().map(|r| (r.value, r.ts)).collect();
+        let want: Vec<(u8, i64)> = (0..5).map(|i| ((i * 1000) as u8, i * 1000)).collect();
+        assert_eq!(got, want, "per_record: {per_record}");
+    }
+}
+
 /// Evens on the main output, odds to one side output, multiples of 5 (also) to another.
 #[derive(Clone)]
 struct Split {
