@@ -299,9 +299,11 @@ fn killed_and_restored_run_stores_the_same_samples_in_prometheus() {
     assert!(kills >= 1, "the job ended before it could be killed");
     assert!(last.contains("restored from checkpoint"), "{last}");
     eprintln!("last attempt: {last}");
-    // The last attempt replayed samples written after its checkpoint: Prometheus accepted the
-    // exact duplicates of each series' newest sample and refused the older ones as out of
-    // order, which the sink isolated and counted. Either way it sent more than was missing.
+    // The last attempt sent at least what was missing. When it replayed samples written after
+    // its checkpoint, Prometheus accepted the exact duplicates of each series' newest sample
+    // and refused the older ones as out of order, which the sink isolated and counted: then it
+    // sent more. When the kill came before anything after the checkpoint was sent, exactly as
+    // many.
     let counter = |what: &str| -> u64 {
         last.split(what)
             .next()
@@ -317,8 +319,8 @@ fn killed_and_restored_run_stores_the_same_samples_in_prometheus() {
         .map(|v| v.len())
         .sum();
     assert!(
-        sent + replayed > (total - stored_before_last) as u64,
-        "the restored attempt replayed nothing: {sent} sent, {replayed} replayed, {} missing",
+        sent + replayed >= (total - stored_before_last) as u64,
+        "the restored attempt sent less than was missing: {sent} sent, {replayed} replayed, {} missing",
         total - stored_before_last
     );
 
