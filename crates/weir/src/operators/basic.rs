@@ -24,6 +24,20 @@ fn filter_map_in_place<A, B>(v: Vec<A>, f: impl FnMut(A) -> Option<B>) -> Vec<B>
     v.into_iter().filter_map(f).collect()
 }
 
+/// Passes on `results`, made in the allocation of the batch they replace (the two record types
+/// have the [`same_layout`]), then gives that allocation back, empty, as `batch`, for the
+/// producer to refill.
+fn pass_on_in_place<In, Out>(
+    mut results: Vec<Record<Out>>,
+    batch: &mut Vec<Record<In>>,
+    out: &mut dyn Output<Out>,
+) -> Result<()> {
+    let r = out.collect_batch(&mut results);
+    results.clear();
+    *batch = map_in_place(results, |_| unreachable!("cleared"));
+    r
+}
+
 pub(crate) struct MapOp<F, Out> {
     f: F,
     /// A batch's results.
@@ -64,11 +78,8 @@ impl<In, Out: 'static, F: FnMut(In) -> Out + 'static> OneInputOperator<In, Out> 
             // Each result goes where its input was: no second buffer to bring into the
             // cache (~8 % less CPU for `projfilter`). The allocation then goes back to the
             // producer, to be refilled.
-            let mut mapped = map_in_place(std::mem::take(batch), map);
-            let r = out.collect_batch(&mut mapped);
-            mapped.clear();
-            *batch = map_in_place(mapped, |_| unreachable!("cleared"));
-            return r;
+            let mapped = map_in_place(std::mem::take(batch), map);
+            return pass_on_in_place(mapped, batch, out);
         }
         buf.extend(batch.drain(..).map(map));
         out.collect_batch(buf)
@@ -145,11 +156,8 @@ impl<In, Out: 'static, F: FnMut(In) -> Option<Out> + 'static> OneInputOperator<I
         if same_layout::<Record<In>, Record<Out>>() {
             // Kept results are written over the batch's front, as the input is read: one pass,
             // no second buffer; the allocation then goes back to the producer.
-            let mut kept = filter_map_in_place(std::mem::take(batch), filter_map);
-            let r = out.collect_batch(&mut kept);
-            kept.clear();
-            *batch = map_in_place(kept, |_| unreachable!("cleared"));
-            return r;
+            let kept = filter_map_in_place(std::mem::take(batch), filter_map);
+            return pass_on_in_place(kept, batch, out);
         }
         buf.extend(batch.drain(..).filter_map(filter_map));
         out.collect_batch(buf)
