@@ -358,6 +358,48 @@ impl<T: Data> Output<T> for ChannelWriter<T> {
         };
         self.push(i, rec)
     }
+    /// A batch going to one subtask (forward, global, or any partitioning with one receiver)
+    /// moves into its pending buffer a run at a time, without a partitioning call per record:
+    /// at parallelism 1 a keyed exchange neither hashes keys nor branches per record.
+    fn collect_batch(&mut self, batch: &mut Vec<Record<T>>) -> Result<()> {
+        let single = match &self.partition {
+            Partition::Forward | Partition::Global => true,
+            Partition::Hash(_) | Partition::Rebalance | Partition::Auto => self.senders.len() == 1,
+            Partition::Custom(_) | Partition::Broadcast => false,
+        };
+        if !single || self.encode {
+            return weir_types::drain_each(batch, |rec| self.collect(rec));
+        }
+        let inline = std::mem::size_of::<Record<T>>().max(1);
+        let fixed = !std::mem::needs_drop::<T>();
+        let mut recs = batch.drain(..);
+        while recs.len() > 0 {
+            let p = &mut self.pending[0];
+            if p.typed.capacity() == 0 {
+                p.typed.reserve(self.records_max.min(1024) as usize);
+            }
+            let room = (self.records_max as usize).saturating_sub(p.typed.len()).max(1);
+            if fixed {
+                // Every record weighs `inline` bytes: the run that fills the buffer, at once.
+                let room_bytes = self.bytes_max.saturating_sub(p.bytes).div_ceil(inline).max(1);
+                let run = room.min(room_bytes).min(recs.len());
+                p.typed.extend(recs.by_ref().take(run));
+                p.bytes += run * inline;
+            } else {
+                for rec in recs.by_ref().take(room) {
+                    p.bytes += record_bytes(&rec);
+                    p.typed.push(rec);
+                    if p.bytes >= self.bytes_max {
+                        break;
+                    }
+                }
+            }
+            if p.bytes >= self.bytes_max || p.typed.len() >= self.records_max as usize {
+                self.send_buffer(0)?;
+            }
+        }
+        Ok(())
+    }
     fn watermark(&mut self, wm: Watermark) -> Result<()> {
         self.send_all(|| Message::Watermark(wm))
     }
@@ -397,6 +439,61 @@ mod tests {
             bytes: vec![0; bytes],
             records: 1,
         }))
+    }
+
+    /// What a writer sent: per buffer, the records' values.
+    fn sent<T: Data + Clone>(rx: &Receiver) -> Vec<Vec<T>> {
+        let mut out = Vec::new();
+        while let Ok(m) = rx.rx.try_recv() {
+            rx.taken(&m);
+            if let Message::Data(Batch::Typed { records, .. }) = m {
+                let v = records.downcast::<Vec<Record<T>>>().expect("typed records");
+                out.push(v.iter().map(|r| r.value.clone()).collect());
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_batch_to_one_receiver_splits_where_single_records_would() {
+        for (records_max, bytes_max, values) in [(7u32, 1 << 20, 40u64), (1000, 100, 33), (3, 64, 10)] {
+            let cfg = JobConfig {
+                buffer_records_max: records_max,
+                buffer_bytes_max: bytes_max,
+                encode_channels: false,
+                ..JobConfig::default()
+            };
+            let key: Arc<dyn Fn(&u64) -> u64 + Send + Sync> = Arc::new(|v: &u64| *v);
+            let one_by_one = {
+                let (tx, rx) = channel(1000, Gauge::default(), CancelToken::new());
+                let mut w = ChannelWriter::new(vec![tx], Partition::Hash(key.clone()), 0, &cfg);
+                for v in 0..values {
+                    w.collect(Record { ts: 0, value: v }).unwrap();
+                }
+                w.flush().unwrap();
+                sent::<u64>(&rx)
+            };
+            let (tx, rx) = channel(1000, Gauge::default(), CancelToken::new());
+            let mut w = ChannelWriter::new(vec![tx], Partition::Hash(key), 0, &cfg);
+            // Uneven batches, so that runs start in a partly filled buffer.
+            let mut next = 0;
+            for len in [1, 5, 13, 2, 100].iter().cycle() {
+                if next == values {
+                    break;
+                }
+                let end = (next + len).min(values);
+                let mut batch: Vec<Record<u64>> =
+                    (next..end).map(|value| Record { ts: 0, value }).collect();
+                w.collect_batch(&mut batch).unwrap();
+                assert!(batch.is_empty());
+                next = end;
+            }
+            w.flush().unwrap();
+            let batched = sent::<u64>(&rx);
+            assert_eq!(batched, one_by_one, "records_max {records_max}, bytes_max {bytes_max}");
+            assert!(batched.len() > 1, "the limits split the records");
+            assert_eq!(batched.concat(), (0..values).collect::<Vec<_>>());
+        }
     }
 
     #[test]

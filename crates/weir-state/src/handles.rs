@@ -585,6 +585,23 @@ impl<IN: 'static, ACC: Data, OUT: 'static, N: Namespace> AggregatingState<IN, AC
         );
         created
     }
+    /// The aggregate function.
+    pub fn function(&self) -> &Arc<dyn AggregateFunction<IN, ACC, OUT>> {
+        self.agg()
+    }
+    /// Removes and returns the accumulator of the current key in namespace `ns` (to work on it
+    /// outside the store and put it back with [`AggregatingState::put_accumulator_in`]).
+    pub fn take_accumulator_in<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        ns: &N,
+    ) -> Option<ACC> {
+        self.cell.clear(ctx, ns)
+    }
+    /// Sets the accumulator of the current key in namespace `ns`.
+    pub fn put_accumulator_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N, acc: ACC) {
+        self.cell.write(ctx, ns, acc)
+    }
     /// Removes the entry of the current key in namespace `ns`, returning its result.
     pub fn take_result_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N) -> Option<OUT> {
         let agg = self.agg();

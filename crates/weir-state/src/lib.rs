@@ -33,5 +33,5 @@ pub use store::{
     BytesMemoryBackend, KeyedStateStore, MemoryBackend, StateBackend, StateError, StateSnapshot,
     StateTtl, TableKind,
 };
-pub use table::{HeapTable, Namespace, Stamped, Table};
+pub use table::{HeapTable, Namespace, Pair, Stamped, Table};
 pub use timers::{TimerQueue, TimerService};

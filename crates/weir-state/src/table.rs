@@ -79,8 +79,9 @@ pub trait Table<K, N, V> {
     }
 }
 
-/// Borrowed `(key, namespace)`, to look up without cloning either.
-struct Pair<'a, K, N>(&'a K, &'a N);
+/// Borrowed `(key, namespace)`: looks up a hashbrown map keyed by `(K, N)` without cloning
+/// either (it hashes as the tuple does).
+pub struct Pair<'a, K, N>(pub &'a K, pub &'a N);
 
 impl<K: Hash, N: Hash> Hash for Pair<'_, K, N> {
     fn hash<H: Hasher>(&self, h: &mut H) {

@@ -1,9 +1,12 @@
 //! Window semantics (Flink's): assigners, triggers, lateness, cleanup, count and
 //! processing-time windows, parallelism independence.
+use std::sync::Arc;
 use std::time::Duration;
 use weir::prelude::*;
 use weir::windows::{Count, GlobalWindow, Session, Sliding, TimeWindow, Tumbling};
-use weir::AggregateFunction;
+use weir::{
+    AggregateFunction, ManualClock, Poll, PositionKind, Record, Source, SourceOutput, SourceReader,
+};
 
 type Ev = (String, i64, i64); // key, ts, value
 
@@ -659,5 +662,132 @@ fn per_record_gap_sessions_keep_every_record_on_both_paths() {
         assert_eq!(fast.rows, general.rows, "events {events:?}");
         let count: u64 = fast.rows.iter().map(|r| r.3).sum();
         assert_eq!(count as usize, n, "every record counted once: {events:?}");
+    }
+}
+
+/// Emits `chunks` one per poll, advancing `clock` by a second before each: with a periodic
+/// watermark strategy on that clock, a watermark falls between every two chunks, so a window
+/// operator receives each chunk as one batch (records late for the previous watermark inside).
+struct Chunks {
+    chunks: Vec<Vec<Ev>>,
+    clock: Arc<ManualClock>,
+}
+
+struct ChunkReader {
+    chunks: std::vec::IntoIter<Vec<Ev>>,
+    clock: Arc<ManualClock>,
+    split: Option<usize>,
+}
+
+impl Source<Ev> for Chunks {
+    fn create_reader(&self, _: usize, _: usize) -> weir::Result<Box<dyn SourceReader<Ev>>> {
+        Ok(Box::new(ChunkReader {
+            chunks: self.chunks.clone().into_iter(),
+            clock: self.clock.clone(),
+            split: None,
+        }))
+    }
+    fn max_parallelism(&self) -> Option<usize> {
+        Some(1)
+    }
+}
+
+impl SourceReader<Ev> for ChunkReader {
+    fn poll(&mut self, out: &mut SourceOutput<Ev>) -> weir::Result<Poll> {
+        let split = *self
+            .split
+            .get_or_insert_with(|| out.add_split("chunks", PositionKind::Offset));
+        self.clock.advance(1_000);
+        match self.chunks.next() {
+            Some(chunk) => {
+                let mut batch: Vec<Record<Ev>> = chunk
+                    .into_iter()
+                    .map(|value| Record {
+                        ts: weir_types::NO_TIMESTAMP,
+                        value,
+                    })
+                    .collect();
+                out.collect_batch(split, &mut batch)?;
+                // Pending: the task looks at its timers (the periodic watermark) right away.
+                Ok(Poll::Pending(0))
+            }
+            None => {
+                out.finish_split(split)?;
+                Ok(Poll::Finished)
+            }
+        }
+    }
+}
+
+fn run_chunked(
+    chunks: Vec<Vec<Ev>>,
+    p: usize,
+    build: impl FnOnce(KeyedStream<Ev, String>, &OutputTag<Ev>) -> DataStream<Row>,
+) -> Run {
+    let clock = Arc::new(ManualClock::new(0));
+    let env = StreamEnv::new()
+        .with_parallelism(p)
+        .with_clock(clock.clone())
+        .with_watermark_interval_ms(1);
+    let rows = CollectSink::new();
+    let late_sink = CollectSink::new();
+    let late = OutputTag::<Ev>::new("late");
+    let keyed = env
+        .source(Chunks { chunks, clock })
+        .assign_timestamps(
+            WatermarkStrategy::bounded_out_of_orderness(millis(200))
+                .with_timestamps(|e: &Ev, _| e.1),
+        )
+        .key_by(|e: &Ev| e.0.clone());
+    let out = build(keyed, &late);
+    out.side_output(&late).sink(late_sink.clone());
+    out.sink(rows.clone());
+    let result = env.execute("windows").unwrap();
+    let mut rows = rows.values();
+    rows.sort();
+    let mut late = late_sink.values();
+    late.sort();
+    Run { rows, late, result }
+}
+
+/// The fast paths take a batch at a time (mini-batch accumulators, one state read and write
+/// per key and window of a batch): with watermarks between batches and late records inside
+/// them, tumbling, sliding and sliced windows give the general operator's rows and late records.
+#[test]
+fn batched_fast_paths_equal_the_general_operator() {
+    for (seed, keys, p) in [(21, 3, 1), (22, 40, 2), (23, 2_000, 1)] {
+        let events = random_events(seed, 6_000, keys, 300);
+        let chunks: Vec<Vec<Ev>> = events.chunks(150).map(|c| c.to_vec()).collect();
+        for (size, slide) in [(500, 500), (900, 300), (2_000, 100)] {
+            let general = run_chunked(chunks.clone(), 1, |k, late| {
+                k.window(Sliding::event_time(size, slide))
+                    .trigger(General(weir::windows::EventTimeTrigger))
+                    .side_output_late_data(late)
+                    .aggregate_with(CountSum, row)
+            });
+            assert!(
+                !general.late.is_empty() && general.rows.len() > 20,
+                "{} late, {} rows",
+                general.late.len(),
+                general.rows.len()
+            );
+            let fast = run_chunked(chunks.clone(), p, |k, late| {
+                k.window(Sliding::event_time(size, slide))
+                    .side_output_late_data(late)
+                    .aggregate_with(CountSum, row)
+            });
+            assert_eq!(fast.rows, general.rows, "{size}/{slide} keys {keys} p {p}");
+            assert_eq!(fast.late, general.late, "{size}/{slide} keys {keys} p {p}");
+            if size > slide {
+                let sliced = run_chunked(chunks.clone(), p, |k, late| {
+                    k.window(Sliding::event_time(size, slide))
+                        .with_slicing()
+                        .side_output_late_data(late)
+                        .aggregate_with(CountSum, row)
+                });
+                assert_eq!(sliced.rows, general.rows, "sliced {size}/{slide} keys {keys}");
+                assert_eq!(sliced.late, general.late, "sliced {size}/{slide} keys {keys}");
+            }
+        }
     }
 }

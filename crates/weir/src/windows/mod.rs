@@ -19,6 +19,7 @@
 //! assert_eq!(v, vec![(1, 0, 1), (1, 1_000, 2), (2, 2_000, 1)]);
 //! ```
 mod assigners;
+mod minibatch;
 mod operator;
 mod slicing;
 mod triggers;

@@ -4,8 +4,9 @@
 //! is at or below the watermark; a record is late when every window it belongs to is late;
 //! window state and timers are cleared at the cleanup time.
 use crate::functions::{user_result, Collector};
-use crate::operators::keyed::KeyFn;
+use crate::operators::keyed::{KeyFn, TOUCH_CHUNK};
 use crate::windows::assigners::{TimeKind, Window, WindowAssigner};
+use crate::windows::minibatch::BatchAccs;
 use crate::windows::triggers::{Trigger, TriggerContext, TriggerOps, TriggerResult};
 use crate::windows::StateGauge;
 use crate::windows::{ProcessWindowFunction, WindowContext};
@@ -106,6 +107,10 @@ pub(crate) struct WindowOp<K: Key, T, A: WindowAssigner<T>, ACC, AOUT, R, F> {
     /// The same for merging (session) windows of time ranges: per key, the open sessions and
     /// their accumulators in one state entry (`sessions`), merged in place.
     pub fast_sessions: Option<FastSessions<T, A::W, ACC, AOUT>>,
+    /// The fast path's accumulators of the batch being processed ([`BatchAccs`]).
+    pub minibatch: BatchAccs<K, A::W, ACC>,
+    /// The session fast path's keys of the batch being processed (touched before use).
+    pub keys: Vec<Option<K>>,
     pub _r: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -163,6 +168,8 @@ where
         Ok(WindowOp {
             fast,
             fast_sessions,
+            minibatch: BatchAccs::default(),
+            keys: Vec::new(),
             key,
             assigner,
             trigger,
@@ -421,7 +428,12 @@ where
     /// lateness: the record's window absorbs every open session it overlaps or touches
     /// (transitively), as Flink's `MergingWindowSet` would merge them; a session whose bounds
     /// changed gets a timer at its new end (the old one, when it fires, finds nothing).
-    fn process_sessions_fast(&mut self, rec: Record<T>, ctx: &mut OperatorContext) -> Result<()> {
+    fn process_sessions_fast(
+        &mut self,
+        key: K,
+        rec: Record<T>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
         let event = self.is_event_time();
         let wm = ctx.watermark;
         let now = if event { 0 } else { ctx.clock.now_ms() };
@@ -430,7 +442,6 @@ where
         if let Err(e) = self.assigner.assign(&rec.value, rec.ts, now, &mut windows) {
             return Err(ctx.record_error(e));
         }
-        let key = (self.key)(&rec.value);
         self.store.set_current_key(key);
         let fs = self.fast_sessions.as_ref().expect("fast sessions");
         let agg = fs.agg.clone();
@@ -514,29 +525,52 @@ where
         Ok(())
     }
 
-    /// `process` with a trigger that fires only at the window's end and no lateness.
-    fn process_fast(&mut self, rec: Record<T>, ctx: &mut OperatorContext) -> Result<()> {
+    /// The windows of `rec` that are not late, left in `self.windows`, with the record's value;
+    /// `None` when every window is late (the record went to [`Self::late`]).
+    fn live_windows(&mut self, rec: Record<T>, ctx: &mut OperatorContext) -> Result<Option<T>> {
         let event = self.is_event_time();
         let wm = ctx.watermark;
         let now = if event { 0 } else { ctx.clock.now_ms() };
         let mut windows = std::mem::take(&mut self.windows);
         windows.clear();
         if let Err(e) = self.assigner.assign(&rec.value, rec.ts, now, &mut windows) {
+            self.windows = windows;
             return Err(ctx.record_error(e));
         }
         windows.retain(|w| !self.is_late(w, wm));
-        if windows.is_empty() {
-            self.windows = windows;
+        let none_live = windows.is_empty();
+        self.windows = windows;
+        if none_live {
             // Flink's `isElementLate` (see `process`), with no allowed lateness.
             if event && rec.ts <= wm {
                 self.late(rec, ctx)?;
             }
-            return Ok(());
+            return Ok(None);
         }
-        let key = (self.key)(&rec.value);
-        self.store.set_current_key(key);
+        Ok(Some(rec.value))
+    }
+
+    /// Registers the timer of a window that just got its first record: its end, which is also
+    /// its cleanup time.
+    fn register_end(timers: &mut TimerService<K, A::W>, event: bool, key: K, w: A::W) {
+        let t = w.max_timestamp();
+        if event {
+            timers.event.register_unique(t, key, w);
+        } else {
+            timers.processing.register_unique(t, key, w);
+        }
+    }
+
+    /// `process` with a trigger that fires only at the window's end and no lateness.
+    fn process_fast(&mut self, rec: Record<T>, ctx: &mut OperatorContext) -> Result<()> {
+        let Some(value) = self.live_windows(rec, ctx)? else {
+            return Ok(());
+        };
+        let event = self.is_event_time();
+        self.store.set_current_key((self.key)(&value));
+        let mut windows = std::mem::take(&mut self.windows);
         let last = windows.len() - 1;
-        let mut value = Some(rec.value);
+        let mut value = Some(value);
         for (i, w) in windows.drain(..).enumerate() {
             let v = if i == last {
                 value.take().unwrap()
@@ -544,17 +578,60 @@ where
                 value.clone().unwrap()
             };
             if self.contents.add_in(&mut self.store, &w, v) {
-                let t = w.max_timestamp();
                 let k = self.store.current_key().unwrap().clone();
-                if event {
-                    self.timers.event.register_unique(t, k, w);
-                } else {
-                    self.timers.processing.register_unique(t, k, w);
-                }
+                Self::register_end(&mut self.timers, event, k, w);
             }
         }
         self.windows = windows;
         Ok(())
+    }
+
+    /// [`Self::process_fast`] into the batch's accumulators ([`BatchAccs`]): the store is read
+    /// the first time the batch meets a (key, window) and written in [`Self::end_batch`].
+    fn accumulate_fast(
+        &mut self,
+        rec: Record<T>,
+        agg: &dyn AggregateFunction<T, ACC, AOUT>,
+        ctx: &mut OperatorContext,
+    ) -> Result<()> {
+        let Some(value) = self.live_windows(rec, ctx)? else {
+            return Ok(());
+        };
+        let key = (self.key)(&value);
+        let mut windows = std::mem::take(&mut self.windows);
+        let last = windows.len() - 1;
+        let mut value = Some(value);
+        let (store, contents) = (&mut self.store, &self.contents);
+        for (i, w) in windows.drain(..).enumerate() {
+            let v = if i == last {
+                value.take().unwrap()
+            } else {
+                value.clone().unwrap()
+            };
+            let acc = self.minibatch.get_or_load(&key, &w, || {
+                store.set_current_key(key.clone());
+                match contents.take_accumulator_in(store, &w) {
+                    Some(acc) => (acc, false),
+                    None => (agg.create_accumulator(), true),
+                }
+            });
+            agg.add(acc, v);
+        }
+        self.windows = windows;
+        Ok(())
+    }
+
+    /// Puts the batch's accumulators back into the store, registering the end timers of the
+    /// windows the batch opened (in the order the records opened them, as record by record).
+    fn end_batch(&mut self, records: usize) {
+        let event = self.is_event_time();
+        for (key, w, acc, created) in self.minibatch.finish(records) {
+            if created {
+                Self::register_end(&mut self.timers, event, key.clone(), w.clone());
+            }
+            self.store.set_current_key(key);
+            self.contents.put_accumulator_in(&mut self.store, &w, acc);
+        }
     }
 
     /// A record too late for every window: to the late-data side output, or counted.
@@ -616,7 +693,8 @@ where
             return self.process_fast(rec, ctx);
         }
         if self.fast_sessions.is_some() {
-            return self.process_sessions_fast(rec, ctx);
+            let key = (self.key)(&rec.value);
+            return self.process_sessions_fast(key, rec, ctx);
         }
         let key = (self.key)(&rec.value);
         self.store.set_current_key(key);
@@ -680,6 +758,47 @@ where
             self.late(rec, ctx)?;
         }
         Ok(())
+    }
+
+    /// The fast path accumulates a batch in [`BatchAccs`] (one state read and write per key
+    /// and window of the batch). Sessions touch the state of [`TOUCH_CHUNK`] records' keys
+    /// before working through them, so that their cache misses overlap.
+    fn process_batch(
+        &mut self,
+        batch: &mut Vec<Record<T>>,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        if self.fast && self.minibatch.use_for_batch(batch.len()) {
+            self.store.thaw_when_released();
+            let agg = self.contents.function().clone();
+            let n = batch.len();
+            let r = weir_types::drain_each(batch, |rec| self.accumulate_fast(rec, &*agg, ctx));
+            self.end_batch(n);
+            return r;
+        }
+        if self.fast_sessions.is_none() {
+            return weir_types::drain_each(batch, |rec| self.process(rec, ctx, out));
+        }
+        self.store.thaw_when_released();
+        let mut keys = std::mem::take(&mut self.keys);
+        keys.extend(batch.iter().map(|r| Some((self.key)(&r.value))));
+        let mut r = Ok(());
+        let mut recs = batch.drain(..);
+        for from in (0..keys.len()).step_by(TOUCH_CHUNK) {
+            let to = (from + TOUCH_CHUNK).min(keys.len());
+            std::hint::black_box(self.store.touch_all(&keys, from..to));
+            for (key, rec) in keys[from..to].iter_mut().zip(recs.by_ref()) {
+                if r.is_ok() {
+                    let key = key.take().expect("each key is taken once");
+                    r = self.process_sessions_fast(key, rec, ctx);
+                }
+            }
+        }
+        drop(recs);
+        keys.clear();
+        self.keys = keys;
+        r
     }
 
     fn on_watermark(

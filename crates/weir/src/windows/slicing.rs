@@ -16,6 +16,7 @@
 use crate::functions::{user_result, Collector};
 use crate::operators::keyed::KeyFn;
 use crate::windows::assigners::{window_start, TimeKind, Window};
+use crate::windows::minibatch::BatchAccs;
 use crate::windows::StateGauge;
 use crate::windows::{ProcessWindowFunction, WindowContext};
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub(crate) struct SlicingOp<K: Key, T, W, ACC, AOUT, R, F> {
     pub store: KeyedStateStore<K>,
     pub timers: TimerService<K, i64>,
     pub contents: AggregatingState<T, ACC, AOUT, i64>,
+    /// The accumulators of the batch being processed, per key and slice ([`BatchAccs`]).
+    pub minibatch: BatchAccs<K, i64, ACC>,
     pub late_dropped: Counter,
     pub state_entries: StateGauge,
     pub _w: std::marker::PhantomData<fn() -> (W, R)>,
@@ -92,6 +95,7 @@ where
             store,
             timers,
             contents,
+            minibatch: BatchAccs::default(),
             late_dropped: ctx.counter("late_records_dropped"),
             state_entries: StateGauge::new(ctx),
             _w: std::marker::PhantomData,
@@ -155,6 +159,56 @@ where
         user_result(r, ctx)
     }
 
+    /// The record's slice, with its value; `None` when every window holding the slice is late
+    /// (the record went to the late-data side output or was counted).
+    fn live_slice(
+        &mut self,
+        rec: Record<T>,
+        ctx: &mut OperatorContext,
+    ) -> Result<Option<(T, i64)>> {
+        let Slices {
+            size,
+            slide,
+            offset,
+            ..
+        } = self.slices;
+        let t = if self.event_time() {
+            if rec.ts == NO_TIMESTAMP {
+                return Err(ctx.record_error(
+                    "record has no timestamp: assign timestamps (assign_timestamps) before an event-time window"
+                        .to_string(),
+                ));
+            }
+            rec.ts
+        } else {
+            ctx.clock.now_ms()
+        };
+        let slice = window_start(t, offset, slide);
+        if self.event_time() && self.first_end(slice, ctx.watermark) > slice.saturating_add(size) {
+            // Every window of the record is late.
+            match &self.late_tag {
+                Some(tag) => ctx.side_outputs.emit(tag, rec)?,
+                None => self.late_dropped.inc(),
+            }
+            return Ok(None);
+        }
+        Ok(Some((rec.value, slice)))
+    }
+
+    /// The end of the first window holding `slice` that is not late at watermark `wm` (its
+    /// end − 1 above `wm`); past `slice + size` when every window holding it is late.
+    fn first_end(&self, slice: i64, wm: i64) -> i64 {
+        let slide = self.slices.slide;
+        let end = slice.saturating_add(slide);
+        if self.event_time() && end - 1 <= wm {
+            // The smallest `slice + j·slide` above `wm + 1`.
+            let behind = wm.saturating_add(1) - slice;
+            slice.saturating_add((behind / slide + 1).saturating_mul(slide))
+        } else {
+            end
+        }
+    }
+
     fn report_state(&mut self, exact: bool) {
         let (store, timers) = (&self.store, &self.timers);
         self.state_entries.report(exact, || {
@@ -193,51 +247,60 @@ where
         _: &mut dyn Output<R>,
     ) -> Result<()> {
         self.store.thaw_when_released();
-        let Slices {
-            size,
-            slide,
-            offset,
-            ..
-        } = self.slices;
-        let t = if self.event_time() {
-            if rec.ts == NO_TIMESTAMP {
-                return Err(ctx.record_error(
-                    "record has no timestamp: assign timestamps (assign_timestamps) before an event-time window"
-                        .to_string(),
-                ));
-            }
-            rec.ts
-        } else {
-            ctx.clock.now_ms()
+        let Some((value, slice)) = self.live_slice(rec, ctx)? else {
+            return Ok(());
         };
-        let slice = window_start(t, offset, slide);
-        // The first window holding the slice that is not late: its end − 1 above the watermark.
-        let mut end = slice.saturating_add(slide);
-        if self.event_time() {
-            let wm = ctx.watermark;
-            if end - 1 <= wm {
-                // The smallest `slice + j·slide` above `wm + 1`.
-                let behind = wm.saturating_add(1) - slice;
-                end = slice.saturating_add((behind / slide + 1).saturating_mul(slide));
-            }
-            if end > slice.saturating_add(size) {
-                // Every window of the record is late.
-                match &self.late_tag {
-                    Some(tag) => ctx.side_outputs.emit(tag, rec)?,
-                    None => self.late_dropped.inc(),
-                }
-                return Ok(());
-            }
-        }
-        let key = (self.key)(&rec.value);
-        self.store.set_current_key(key);
+        self.store.set_current_key((self.key)(&value));
         // A slice that already holds records has a pending timer at a window end holding it
         // (registered when it got its first record, then chained window by window until its
         // last window), so only a new slice registers one.
-        if self.contents.add_in(&mut self.store, &slice, rec.value) {
-            self.register(end);
+        if self.contents.add_in(&mut self.store, &slice, value) {
+            self.register(self.first_end(slice, ctx.watermark));
         }
         Ok(())
+    }
+
+    /// Per key and slice, one state read and one write per batch ([`BatchAccs`]).
+    fn process_batch(
+        &mut self,
+        batch: &mut Vec<Record<T>>,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output<R>,
+    ) -> Result<()> {
+        if !self.minibatch.use_for_batch(batch.len()) {
+            return weir_types::drain_each(batch, |rec| self.process(rec, ctx, out));
+        }
+        self.store.thaw_when_released();
+        let agg = self.agg.clone();
+        let n = batch.len();
+        let r = weir_types::drain_each(batch, |rec| {
+            let Some((value, slice)) = self.live_slice(rec, ctx)? else {
+                return Ok(());
+            };
+            let key = (self.key)(&value);
+            let (store, contents) = (&mut self.store, &self.contents);
+            let acc = self.minibatch.get_or_load(&key, &slice, || {
+                store.set_current_key(key.clone());
+                match contents.take_accumulator_in(store, &slice) {
+                    Some(acc) => (acc, false),
+                    None => (agg.create_accumulator(), true),
+                }
+            });
+            agg.add(acc, value);
+            Ok(())
+        });
+        // Back into the store; the new slices' timers in the order the records opened them.
+        let wm = ctx.watermark;
+        let mut entries = std::mem::take(&mut self.minibatch);
+        for (key, slice, acc, created) in entries.finish(n) {
+            self.store.set_current_key(key);
+            self.contents.put_accumulator_in(&mut self.store, &slice, acc);
+            if created {
+                self.register(self.first_end(slice, wm));
+            }
+        }
+        self.minibatch = entries;
+        r
     }
 
     fn on_watermark(
