@@ -378,10 +378,16 @@ impl<T: Data> Output<T> for ChannelWriter<T> {
             if p.typed.capacity() == 0 {
                 p.typed.reserve(self.records_max.min(1024) as usize);
             }
-            let room = (self.records_max as usize).saturating_sub(p.typed.len()).max(1);
+            let room = (self.records_max as usize)
+                .saturating_sub(p.typed.len())
+                .max(1);
             if fixed {
                 // Every record weighs `inline` bytes: the run that fills the buffer, at once.
-                let room_bytes = self.bytes_max.saturating_sub(p.bytes).div_ceil(inline).max(1);
+                let room_bytes = self
+                    .bytes_max
+                    .saturating_sub(p.bytes)
+                    .div_ceil(inline)
+                    .max(1);
                 let run = room.min(room_bytes).min(recs.len());
                 p.typed.extend(recs.by_ref().take(run));
                 p.bytes += run * inline;
@@ -456,7 +462,9 @@ mod tests {
 
     #[test]
     fn a_batch_to_one_receiver_splits_where_single_records_would() {
-        for (records_max, bytes_max, values) in [(7u32, 1 << 20, 40u64), (1000, 100, 33), (3, 64, 10)] {
+        for (records_max, bytes_max, values) in
+            [(7u32, 1 << 20, 40u64), (1000, 100, 33), (3, 64, 10)]
+        {
             let cfg = JobConfig {
                 buffer_records_max: records_max,
                 buffer_bytes_max: bytes_max,
@@ -490,7 +498,10 @@ mod tests {
             }
             w.flush().unwrap();
             let batched = sent::<u64>(&rx);
-            assert_eq!(batched, one_by_one, "records_max {records_max}, bytes_max {bytes_max}");
+            assert_eq!(
+                batched, one_by_one,
+                "records_max {records_max}, bytes_max {bytes_max}"
+            );
             assert!(batched.len() > 1, "the limits split the records");
             assert_eq!(batched.concat(), (0..values).collect::<Vec<_>>());
         }

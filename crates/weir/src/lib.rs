@@ -42,8 +42,8 @@ pub use stream::{BroadcastStream, ConnectedStreams, DataStream, KeyedStream, Out
 pub use stream_async::{AsyncMode, AsyncOptions};
 pub use weir_runtime::OperatorContext;
 pub use weir_runtime::{
-    BadRecordPolicy, DeadLetter, JobResult, Poll, PositionKind, Source, SourceOutput,
-    SourceReader, WatermarkStrategy,
+    BadRecordPolicy, DeadLetter, JobResult, Poll, PositionKind, Source, SourceOutput, SourceReader,
+    WatermarkStrategy,
 };
 pub use weir_state::{
     AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateAccess, StateTtl,

@@ -785,8 +785,14 @@ fn batched_fast_paths_equal_the_general_operator() {
                         .side_output_late_data(late)
                         .aggregate_with(CountSum, row)
                 });
-                assert_eq!(sliced.rows, general.rows, "sliced {size}/{slide} keys {keys}");
-                assert_eq!(sliced.late, general.late, "sliced {size}/{slide} keys {keys}");
+                assert_eq!(
+                    sliced.rows, general.rows,
+                    "sliced {size}/{slide} keys {keys}"
+                );
+                assert_eq!(
+                    sliced.late, general.late,
+                    "sliced {size}/{slide} keys {keys}"
+                );
             }
         }
     }

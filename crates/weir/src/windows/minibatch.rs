@@ -52,12 +52,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, ACC> BatchAccs<K, N, ACC> {
     /// The accumulator of `(key, ns)` in this batch; the first time, `load` provides it (taken
     /// from the store, with whether it is new).
     #[inline]
-    pub fn get_or_load(
-        &mut self,
-        key: &K,
-        ns: &N,
-        load: impl FnOnce() -> (ACC, bool),
-    ) -> &mut ACC {
+    pub fn get_or_load(&mut self, key: &K, ns: &N, load: impl FnOnce() -> (ACC, bool)) -> &mut ACC {
         let i = match self.index.get(&Pair(key, ns)) {
             Some(&i) => i,
             None => {
@@ -99,7 +94,10 @@ mod tests {
         }
         assert_eq!(loads, 3);
         let out: Vec<_> = b.finish(6).collect();
-        assert_eq!(out, vec![(1, 0, 103, false), (2, 0, 202, true), (1, 5, 101, false)]);
+        assert_eq!(
+            out,
+            vec![(1, 0, 103, false), (2, 0, 202, true), (1, 5, 101, false)]
+        );
         // Half the records distinct: the next batch uses the map again.
         assert!(b.use_for_batch(6));
     }

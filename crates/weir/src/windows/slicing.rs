@@ -294,7 +294,8 @@ where
         let mut entries = std::mem::take(&mut self.minibatch);
         for (key, slice, acc, created) in entries.finish(n) {
             self.store.set_current_key(key);
-            self.contents.put_accumulator_in(&mut self.store, &slice, acc);
+            self.contents
+                .put_accumulator_in(&mut self.store, &slice, acc);
             if created {
                 self.register(self.first_end(slice, wm));
             }
