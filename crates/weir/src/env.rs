@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
+use weir_runtime::checkpoint::format::SnapshotCompression;
 use weir_runtime::checkpoint::storage::{storage_from_location, CheckpointStorage};
 use weir_runtime::checkpoint::{CheckpointConfig, CheckpointMode};
 use weir_runtime::graph::{
@@ -179,6 +180,9 @@ impl StreamEnv {
                     if let Some(t) = &o.checkpoint_background {
                         let ms = parse_duration_ms(t)?;
                         c.background_max = (ms > 0).then(|| Duration::from_millis(ms as u64));
+                    }
+                    if let Some(z) = &o.checkpoint_compression {
+                        c.compression = SnapshotCompression::parse(z)?;
                     }
                     i.cfg.checkpoints = Some(c);
                 }
@@ -516,6 +520,7 @@ fn default_checkpoints(storage: Arc<dyn CheckpointStorage>, interval_ms: i64) ->
         retained: 3,
         storage,
         background_max: Some(Duration::from_millis(interval_ms.max(1) as u64)),
+        compression: Default::default(),
     }
 }
 

@@ -52,6 +52,10 @@ pub struct EnvOptions {
     /// competes with them (default: the checkpoint interval; `0`: never in the background).
     #[arg(long, env = "WEIR_CHECKPOINT_BACKGROUND")]
     pub checkpoint_background: Option<String>,
+    /// How checkpoint state files are stored: `snappy` (compressed, default) or `none`.
+    /// Restoring reads either.
+    #[arg(long, env = "WEIR_CHECKPOINT_COMPRESSION")]
+    pub checkpoint_compression: Option<String>,
     /// `none`, `fixed-delay:ATTEMPTS:DELAY`, `exponential:INITIAL:MAX` or
     /// `failure-rate:N:INTERVAL:DELAY` (default with checkpoints: restart forever, 1 s apart).
     #[arg(long, env = "WEIR_RESTART_STRATEGY")]
@@ -110,6 +114,7 @@ impl EnvOptions {
                 checkpoints_retained,
                 checkpoint_timeout,
                 checkpoint_background,
+                checkpoint_compression,
                 restart_strategy
             );
         }

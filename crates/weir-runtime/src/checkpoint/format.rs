@@ -169,9 +169,73 @@ fn safe(uid: &str) -> String {
         .collect()
 }
 
+/// How a state file (`*.state`: an [`OperatorSnapshot`]) is stored. Reading takes either:
+/// a file starting with the Snappy frame format's stream identifier is decompressed first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SnapshotCompression {
+    /// The encoded snapshot as it is.
+    None,
+    /// The Snappy frame format (`snap`): checksummed 64 KiB blocks. Heap state typically
+    /// shrinks 3–4× (small integers, repeated layouts), so a checkpoint writes that much less
+    /// to disk or object storage, for about 2 ms of the asynchronous part's CPU per MB.
+    #[default]
+    Snappy,
+}
+
+impl SnapshotCompression {
+    /// `none` or `snappy`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(SnapshotCompression::None),
+            "snappy" => Ok(SnapshotCompression::Snappy),
+            other => Err(WeirError::Config(format!(
+                "--checkpoint-compression takes none or snappy, not '{other}'"
+            ))),
+        }
+    }
+}
+
+/// The Snappy frame format's stream identifier, which every compressed state file starts with.
+const SNAPPY_STREAM: &[u8] = b"\xff\x06\x00\x00sNaPpY";
+
+/// The bytes of a state file holding `encoded` (an encoded [`OperatorSnapshot`]).
+fn state_file(encoded: Vec<u8>, compression: SnapshotCompression) -> Result<Vec<u8>> {
+    match compression {
+        SnapshotCompression::None => Ok(encoded),
+        SnapshotCompression::Snappy => {
+            use std::io::Write;
+            let mut enc =
+                snap::write::FrameEncoder::new(Vec::with_capacity(encoded.len() / 3 + 64));
+            enc.write_all(&encoded)
+                .map_err(|e| WeirError::Internal(format!("compressing a snapshot: {e}")))?;
+            enc.into_inner()
+                .map_err(|e| WeirError::Internal(format!("compressing a snapshot: {e}")))
+        }
+    }
+}
+
+/// Decodes a state file, compressed ([`SnapshotCompression::Snappy`]) or not.
+pub fn decode_state_file(bytes: &[u8]) -> std::result::Result<OperatorSnapshot, String> {
+    if bytes.starts_with(SNAPPY_STREAM) {
+        use std::io::Read;
+        let mut raw = Vec::with_capacity(bytes.len().saturating_mul(3));
+        let unpacked = snap::read::FrameDecoder::new(bytes).read_to_end(&mut raw);
+        match unpacked {
+            Ok(_) => return OperatorSnapshot::decode(&raw).map_err(|e| e.to_string()),
+            // (An uncompressed snapshot could in principle start with the same bytes.)
+            Err(e) => {
+                return OperatorSnapshot::decode(bytes)
+                    .map_err(|_| format!("decompressing (snappy): {e}"))
+            }
+        }
+    }
+    OperatorSnapshot::decode(bytes).map_err(|e| e.to_string())
+}
+
 /// Writes checkpoint `id`'s state files (uploading native snapshots' files not in `uploads`
 /// yet), then its manifest, under `dir`. `uploads` then holds the shared files this checkpoint
-/// uses.
+/// uses. State files are compressed with [`SnapshotCompression::default`]
+/// ([`write_checkpoint_with`] chooses).
 #[allow(clippy::too_many_arguments)]
 pub fn write_checkpoint(
     storage: &dyn CheckpointStorage,
@@ -183,6 +247,34 @@ pub fn write_checkpoint(
     snapshots: &BTreeMap<SubtaskId, OperatorSnapshot>,
     savepoint: bool,
     uploads: &mut Uploads,
+) -> Result<Manifest> {
+    write_checkpoint_with(
+        storage,
+        dir,
+        id,
+        ts_ms,
+        max_parallelism,
+        parallelism,
+        snapshots,
+        savepoint,
+        uploads,
+        SnapshotCompression::default(),
+    )
+}
+
+/// [`write_checkpoint`] with state files stored as `compression` says.
+#[allow(clippy::too_many_arguments)]
+pub fn write_checkpoint_with(
+    storage: &dyn CheckpointStorage,
+    dir: &str,
+    id: u64,
+    ts_ms: i64,
+    max_parallelism: usize,
+    parallelism: &BTreeMap<String, usize>,
+    snapshots: &BTreeMap<SubtaskId, OperatorSnapshot>,
+    savepoint: bool,
+    uploads: &mut Uploads,
+    compression: SnapshotCompression,
 ) -> Result<Manifest> {
     let mut operators: BTreeMap<String, OperatorEntry> = parallelism
         .iter()
@@ -223,6 +315,7 @@ pub fn write_checkpoint(
         }
         let bytes = postcard::to_allocvec(&*written)
             .map_err(|e| WeirError::Internal(format!("encoding a snapshot: {e}")))?;
+        let bytes = state_file(bytes, compression)?;
         let path = format!("{dir}/{}/{}.state", safe(&sid.uid), sid.subtask);
         storage.put(&path, &bytes)?;
         uploaded_bytes += bytes.len() as u64;
@@ -361,7 +454,7 @@ pub fn load_checkpoint(storage: &dyn CheckpointStorage, dir: &str) -> Result<Loa
                     bytes.len()
                 )));
             }
-            let snap = OperatorSnapshot::decode(&bytes)
+            let snap = decode_state_file(&bytes)
                 .map_err(|e| WeirError::Config(format!("checkpoint {dir}: {}: {e}", f.path)))?;
             snapshots.insert(
                 SubtaskId {
@@ -554,6 +647,81 @@ mod tests {
             1,
             "falls back to the previous one"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn state_files_are_read_compressed_or_not() {
+        let dir = std::env::temp_dir().join(format!("weir-compress-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = LocalStorage::new(&dir).unwrap();
+        let p: BTreeMap<String, usize> = [("op".to_string(), 1)].into();
+        let sid = SubtaskId {
+            uid: "op".into(),
+            subtask: 0,
+        };
+        // Heap-state-like bytes: small integers in repeated layouts.
+        let keyed: Vec<(u32, Vec<u8>)> = (0..16u32)
+            .map(|kg| {
+                (
+                    kg,
+                    (0..20_000u32)
+                        .flat_map(|i| [(i % 7) as u8, 0, 0, 1])
+                        .collect(),
+                )
+            })
+            .collect();
+        let snap = OperatorSnapshot {
+            keyed,
+            operator: vec![vec![1, 2, 3]],
+            ..Default::default()
+        };
+        let snaps = BTreeMap::from([(sid.clone(), snap.clone())]);
+        let mut sizes = Vec::new();
+        for (id, c) in [
+            (1, SnapshotCompression::None),
+            (2, SnapshotCompression::Snappy),
+        ] {
+            let m = write_checkpoint_with(
+                &st,
+                &checkpoint_dir(id),
+                id,
+                0,
+                128,
+                &p,
+                &snaps,
+                false,
+                &mut Uploads::default(),
+                c,
+            )
+            .unwrap();
+            let f = &m.operators["op"].files[0];
+            let raw = st.get(&f.path).unwrap();
+            assert_eq!(
+                raw.starts_with(SNAPPY_STREAM),
+                c == SnapshotCompression::Snappy
+            );
+            sizes.push(f.bytes);
+            let back = load_checkpoint(&st, &checkpoint_dir(id)).unwrap();
+            let got = &back.snapshots[&sid];
+            assert_eq!(got.keyed, snap.keyed, "{c:?}");
+            assert_eq!(got.operator, snap.operator, "{c:?}");
+        }
+        assert!(
+            sizes[1] * 3 < sizes[0],
+            "compressed {} of {} bytes",
+            sizes[1],
+            sizes[0]
+        );
+        // A damaged compressed file: a clear error (the manifest's checksum is bypassed here).
+        let f = st
+            .get(&format!("{}/op/0.state", checkpoint_dir(2)))
+            .unwrap();
+        let mut bad = f.clone();
+        let n = bad.len();
+        bad[n / 2] ^= 0x55;
+        let e = decode_state_file(&bad).unwrap_err();
+        assert!(e.contains("snappy"), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -103,6 +103,8 @@ pub struct CheckpointConfig {
     /// this long after the trigger, then at normal priority. `None`: normal priority
     /// throughout.
     pub background_max: Option<Duration>,
+    /// How state files are stored (compressed by default).
+    pub compression: format::SnapshotCompression,
 }
 
 /// Keyed state whose serialization was deferred to the coordinator's thread (the
