@@ -722,11 +722,13 @@ impl SourceReader<Ev> for ChunkReader {
 fn run_chunked(
     chunks: Vec<Vec<Ev>>,
     p: usize,
+    backend: Arc<dyn weir_state::StateBackend>,
     build: impl FnOnce(KeyedStream<Ev, String>, &OutputTag<Ev>) -> DataStream<Row>,
 ) -> Run {
     let clock = Arc::new(ManualClock::new(0));
     let env = StreamEnv::new()
         .with_parallelism(p)
+        .with_state_backend(backend)
         .with_clock(clock.clone())
         .with_watermark_interval_ms(1);
     let rows = CollectSink::new();
@@ -750,16 +752,24 @@ fn run_chunked(
     Run { rows, late, result }
 }
 
-/// The fast paths take a batch at a time (mini-batch accumulators, one state read and write
-/// per key and window of a batch): with watermarks between batches and late records inside
-/// them, tumbling, sliding and sliced windows give the general operator's rows and late records.
+/// The fast paths take a batch at a time (on a backend of bytes, mini-batch accumulators: one
+/// state read and write per key and window of a batch): with watermarks between batches and
+/// late records inside them, tumbling, sliding and sliced windows give the general operator's
+/// rows and late records.
 #[test]
 fn batched_fast_paths_equal_the_general_operator() {
-    for (seed, keys, p) in [(21, 3, 1), (22, 40, 2), (23, 2_000, 1)] {
+    let heap: Arc<dyn weir_state::StateBackend> = Arc::new(weir_state::MemoryBackend);
+    let bytes: Arc<dyn weir_state::StateBackend> = Arc::new(weir_state::BytesMemoryBackend);
+    for (seed, keys, p, backend) in [
+        (21, 3, 1, &bytes),
+        (22, 40, 2, &bytes),
+        (23, 2_000, 1, &bytes),
+        (24, 40, 2, &heap),
+    ] {
         let events = random_events(seed, 6_000, keys, 300);
         let chunks: Vec<Vec<Ev>> = events.chunks(150).map(|c| c.to_vec()).collect();
         for (size, slide) in [(500, 500), (900, 300), (2_000, 100)] {
-            let general = run_chunked(chunks.clone(), 1, |k, late| {
+            let general = run_chunked(chunks.clone(), 1, heap.clone(), |k, late| {
                 k.window(Sliding::event_time(size, slide))
                     .trigger(General(weir::windows::EventTimeTrigger))
                     .side_output_late_data(late)
@@ -771,7 +781,7 @@ fn batched_fast_paths_equal_the_general_operator() {
                 general.late.len(),
                 general.rows.len()
             );
-            let fast = run_chunked(chunks.clone(), p, |k, late| {
+            let fast = run_chunked(chunks.clone(), p, backend.clone(), |k, late| {
                 k.window(Sliding::event_time(size, slide))
                     .side_output_late_data(late)
                     .aggregate_with(CountSum, row)
@@ -779,7 +789,7 @@ fn batched_fast_paths_equal_the_general_operator() {
             assert_eq!(fast.rows, general.rows, "{size}/{slide} keys {keys} p {p}");
             assert_eq!(fast.late, general.late, "{size}/{slide} keys {keys} p {p}");
             if size > slide {
-                let sliced = run_chunked(chunks.clone(), p, |k, late| {
+                let sliced = run_chunked(chunks.clone(), p, backend.clone(), |k, late| {
                     k.window(Sliding::event_time(size, slide))
                         .with_slicing()
                         .side_output_late_data(late)

@@ -9,9 +9,15 @@
 //! timers and state gauges see exactly what the per-record path would leave. When most records
 //! of a batch have a (key, namespace) of their own, the map only adds work: the operator then
 //! goes record by record, and measures again every [`RESAMPLE_BATCHES`] batches.
+//!
+//! Only for backends that keep state as bytes (the disk backend, `memory-bytes`), where a state
+//! update decodes and encodes the accumulator and looks the key up in a key-value store: there
+//! a batch of `tumble` at 100 keys runs 2.6× faster. On the heap backend an update is already
+//! an in-place hash map update; the batch's map measured the same or up to 10 % slower, so the
+//! heap backend goes record by record.
 use hashbrown::HashMap;
 use std::hash::Hash;
-use weir_state::Pair;
+use weir_state::{Pair, StateBackend, TableKind};
 
 /// Batches run record by record after a batch whose pairs were mostly distinct, before the
 /// next batch measures again.
@@ -24,6 +30,8 @@ pub(crate) struct BatchAccs<K, N, ACC> {
     entries: Vec<(K, N, ACC, bool)>,
     /// Batches still to run record by record.
     direct: u32,
+    /// Whether batches use the map at all ([`BatchAccs::for_backend`]).
+    enabled: bool,
 }
 
 impl<K, N, ACC> Default for BatchAccs<K, N, ACC> {
@@ -32,6 +40,17 @@ impl<K, N, ACC> Default for BatchAccs<K, N, ACC> {
             index: HashMap::new(),
             entries: Vec::new(),
             direct: 0,
+            enabled: true,
+        }
+    }
+}
+
+impl<K, N, ACC> BatchAccs<K, N, ACC> {
+    /// Enabled where state is kept as bytes ([`TableKind::Bytes`]).
+    pub fn for_backend(backend: &dyn StateBackend) -> Self {
+        BatchAccs {
+            enabled: matches!(backend.table_kind(), TableKind::Bytes(_)),
+            ..Default::default()
         }
     }
 }
@@ -39,7 +58,7 @@ impl<K, N, ACC> Default for BatchAccs<K, N, ACC> {
 impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, ACC> BatchAccs<K, N, ACC> {
     /// Whether the next batch should be accumulated here (else record by record).
     pub fn use_for_batch(&mut self, records: usize) -> bool {
-        if records < 2 {
+        if !self.enabled || records < 2 {
             return false;
         }
         if self.direct > 0 {

@@ -168,7 +168,7 @@ where
         Ok(WindowOp {
             fast,
             fast_sessions,
-            minibatch: BatchAccs::default(),
+            minibatch: BatchAccs::for_backend(&*ctx.state_backend),
             keys: Vec::new(),
             key,
             assigner,

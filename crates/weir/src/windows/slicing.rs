@@ -95,7 +95,7 @@ where
             store,
             timers,
             contents,
-            minibatch: BatchAccs::default(),
+            minibatch: BatchAccs::for_backend(&*ctx.state_backend),
             late_dropped: ctx.counter("late_records_dropped"),
             state_entries: StateGauge::new(ctx),
             _w: std::marker::PhantomData,
