@@ -54,9 +54,6 @@ fn run_with(
     build: impl FnOnce(KeyedStream<Ev, String>, &OutputTag<Ev>) -> DataStream<Row>,
 ) -> Run {
     let env = StreamEnv::new().with_parallelism(p);
-    let rows = CollectSink::new();
-    let late_sink = CollectSink::new();
-    let late = OutputTag::<Ev>::new("late");
     let keyed = env
         .from_collection(events)
         .assign_timestamps(
@@ -65,6 +62,18 @@ fn run_with(
                 .per_record(),
         )
         .key_by(|e: &Ev| e.0.clone());
+    run_keyed(&env, keyed, build)
+}
+
+/// Builds the windows on `keyed`, runs the job, and collects its rows and late records, sorted.
+fn run_keyed(
+    env: &StreamEnv,
+    keyed: KeyedStream<Ev, String>,
+    build: impl FnOnce(KeyedStream<Ev, String>, &OutputTag<Ev>) -> DataStream<Row>,
+) -> Run {
+    let rows = CollectSink::new();
+    let late_sink = CollectSink::new();
+    let late = OutputTag::<Ev>::new("late");
     let out = build(keyed, &late);
     out.side_output(&late).sink(late_sink.clone());
     out.sink(rows.clone());
@@ -731,9 +740,6 @@ fn run_chunked(
         .with_state_backend(backend)
         .with_clock(clock.clone())
         .with_watermark_interval_ms(1);
-    let rows = CollectSink::new();
-    let late_sink = CollectSink::new();
-    let late = OutputTag::<Ev>::new("late");
     let keyed = env
         .source(Chunks { chunks, clock })
         .assign_timestamps(
@@ -741,15 +747,7 @@ fn run_chunked(
                 .with_timestamps(|e: &Ev, _| e.1),
         )
         .key_by(|e: &Ev| e.0.clone());
-    let out = build(keyed, &late);
-    out.side_output(&late).sink(late_sink.clone());
-    out.sink(rows.clone());
-    let result = env.execute("windows").unwrap();
-    let mut rows = rows.values();
-    rows.sort();
-    let mut late = late_sink.values();
-    late.sort();
-    Run { rows, late, result }
+    run_keyed(&env, keyed, build)
 }
 
 /// The fast paths take a batch at a time (on a backend of bytes, mini-batch accumulators: one

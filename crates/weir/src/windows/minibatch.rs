@@ -17,7 +17,10 @@
 //! heap backend goes record by record.
 use hashbrown::HashMap;
 use std::hash::Hash;
-use weir_state::{Pair, StateBackend, TableKind};
+use weir_state::{
+    AggregateFunction, AggregatingState, KeyedStateStore, Namespace, Pair, StateBackend, TableKind,
+};
+use weir_types::{Data, Key};
 
 /// Batches run record by record after a batch whose pairs were mostly distinct, before the
 /// next batch measures again.
@@ -83,6 +86,55 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, ACC> BatchAccs<K, N, ACC> {
             }
         };
         &mut self.entries[i].2
+    }
+
+    /// Adds `value` to the accumulator of `(key, ns)` in this batch; the first time, it is
+    /// taken out of `contents` (or created).
+    #[inline]
+    pub fn add<T: 'static, AOUT: 'static>(
+        &mut self,
+        store: &mut KeyedStateStore<K>,
+        contents: &AggregatingState<T, ACC, AOUT, N>,
+        agg: &dyn AggregateFunction<T, ACC, AOUT>,
+        key: &K,
+        ns: &N,
+        value: T,
+    ) where
+        K: Key,
+        N: Namespace,
+        ACC: Data,
+    {
+        let acc = self.get_or_load(key, ns, || {
+            store.set_current_key(key.clone());
+            match contents.take_accumulator_in(store, ns) {
+                Some(acc) => (acc, false),
+                None => (agg.create_accumulator(), true),
+            }
+        });
+        agg.add(acc, value);
+    }
+
+    /// Ends a batch of `records` records: puts its accumulators back into `contents`, in order
+    /// of first use, calling `created` for each one the batch created (to register its timer,
+    /// where the record that created it would have).
+    pub fn put_back<T: 'static, AOUT: 'static>(
+        &mut self,
+        records: usize,
+        store: &mut KeyedStateStore<K>,
+        contents: &AggregatingState<T, ACC, AOUT, N>,
+        mut created: impl FnMut(&K, &N),
+    ) where
+        K: Key,
+        N: Namespace,
+        ACC: Data,
+    {
+        for (key, ns, acc, new) in self.finish(records) {
+            if new {
+                created(&key, &ns);
+            }
+            store.set_current_key(key);
+            contents.put_accumulator_in(store, &ns, acc);
+        }
     }
 
     /// Ends a batch of `records` records: its accumulators, in order of first use, to put back

@@ -601,21 +601,14 @@ where
         let mut windows = std::mem::take(&mut self.windows);
         let last = windows.len() - 1;
         let mut value = Some(value);
-        let (store, contents) = (&mut self.store, &self.contents);
         for (i, w) in windows.drain(..).enumerate() {
             let v = if i == last {
                 value.take().unwrap()
             } else {
                 value.clone().unwrap()
             };
-            let acc = self.minibatch.get_or_load(&key, &w, || {
-                store.set_current_key(key.clone());
-                match contents.take_accumulator_in(store, &w) {
-                    Some(acc) => (acc, false),
-                    None => (agg.create_accumulator(), true),
-                }
-            });
-            agg.add(acc, v);
+            self.minibatch
+                .add(&mut self.store, &self.contents, agg, &key, &w, v);
         }
         self.windows = windows;
         Ok(())
@@ -625,13 +618,11 @@ where
     /// windows the batch opened (in the order the records opened them, as record by record).
     fn end_batch(&mut self, records: usize) {
         let event = self.is_event_time();
-        for (key, w, acc, created) in self.minibatch.finish(records) {
-            if created {
-                Self::register_end(&mut self.timers, event, key.clone(), w.clone());
-            }
-            self.store.set_current_key(key);
-            self.contents.put_accumulator_in(&mut self.store, &w, acc);
-        }
+        let timers = &mut self.timers;
+        self.minibatch
+            .put_back(records, &mut self.store, &self.contents, |k, w| {
+                Self::register_end(timers, event, k.clone(), w.clone())
+            });
     }
 
     /// A record too late for every window: to the late-data side output, or counted.

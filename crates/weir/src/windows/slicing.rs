@@ -40,6 +40,30 @@ pub struct Slices {
     pub kind: TimeKind,
 }
 
+/// The end of the first window holding `slice` that is not late at watermark `wm` (its end − 1
+/// above `wm`); past `slice + size` when every window holding it is late.
+fn first_end(slices: &Slices, slice: i64, wm: i64) -> i64 {
+    let slide = slices.slide;
+    let end = slice.saturating_add(slide);
+    if slices.kind == TimeKind::Event && end - 1 <= wm {
+        // The smallest `slice + j·slide` above `wm + 1`.
+        let behind = wm.saturating_add(1) - slice;
+        slice.saturating_add((behind / slide + 1).saturating_mul(slide))
+    } else {
+        end
+    }
+}
+
+/// Registers `key`'s timer for the window ending at `end` (at `end − 1`, namespace `end`).
+fn register_end<K: Key>(timers: &mut TimerService<K, i64>, kind: TimeKind, key: &K, end: i64) {
+    let q = if kind == TimeKind::Event {
+        &mut timers.event
+    } else {
+        &mut timers.processing
+    };
+    q.register(end - 1, key, &end);
+}
+
 pub(crate) struct SlicingOp<K: Key, T, W, ACC, AOUT, R, F> {
     pub key: KeyFn<T, K>,
     pub slices: Slices,
@@ -108,12 +132,7 @@ where
 
     fn register(&mut self, end: i64) {
         let k = self.store.current_key().expect("a current key").clone();
-        let q = if self.event_time() {
-            &mut self.timers.event
-        } else {
-            &mut self.timers.processing
-        };
-        q.register(end - 1, &k, &end);
+        register_end(&mut self.timers, self.slices.kind, &k, end);
     }
 
     /// Fires window `[end − size, end)` of `key`, drops its first slice and chains the next
@@ -195,18 +214,8 @@ where
         Ok(Some((rec.value, slice)))
     }
 
-    /// The end of the first window holding `slice` that is not late at watermark `wm` (its
-    /// end − 1 above `wm`); past `slice + size` when every window holding it is late.
     fn first_end(&self, slice: i64, wm: i64) -> i64 {
-        let slide = self.slices.slide;
-        let end = slice.saturating_add(slide);
-        if self.event_time() && end - 1 <= wm {
-            // The smallest `slice + j·slide` above `wm + 1`.
-            let behind = wm.saturating_add(1) - slice;
-            slice.saturating_add((behind / slide + 1).saturating_mul(slide))
-        } else {
-            end
-        }
+        first_end(&self.slices, slice, wm)
     }
 
     fn report_state(&mut self, exact: bool) {
@@ -278,29 +287,17 @@ where
                 return Ok(());
             };
             let key = (self.key)(&value);
-            let (store, contents) = (&mut self.store, &self.contents);
-            let acc = self.minibatch.get_or_load(&key, &slice, || {
-                store.set_current_key(key.clone());
-                match contents.take_accumulator_in(store, &slice) {
-                    Some(acc) => (acc, false),
-                    None => (agg.create_accumulator(), true),
-                }
-            });
-            agg.add(acc, value);
+            self.minibatch
+                .add(&mut self.store, &self.contents, &*agg, &key, &slice, value);
             Ok(())
         });
         // Back into the store; the new slices' timers in the order the records opened them.
         let wm = ctx.watermark;
-        let mut entries = std::mem::take(&mut self.minibatch);
-        for (key, slice, acc, created) in entries.finish(n) {
-            self.store.set_current_key(key);
-            self.contents
-                .put_accumulator_in(&mut self.store, &slice, acc);
-            if created {
-                self.register(self.first_end(slice, wm));
-            }
-        }
-        self.minibatch = entries;
+        let (slices, timers) = (self.slices, &mut self.timers);
+        self.minibatch
+            .put_back(n, &mut self.store, &self.contents, |k, &slice| {
+                register_end(timers, slices.kind, k, first_end(&slices, slice, wm))
+            });
         r
     }
 
