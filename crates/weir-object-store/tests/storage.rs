@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use weir_object_store::{ObjectStorage, PART_BYTES};
 use weir_runtime::checkpoint::format::{
     checkpoint_dir, list_checkpoints, load_checkpoint, load_latest, retain, write_checkpoint,
-    Uploads,
+    SnapshotCompression, Uploads,
 };
 use weir_runtime::checkpoint::storage::{storage_from_location, CheckpointStorage};
 use weir_runtime::checkpoint::{NativeSnapshot, OperatorSnapshot, SubtaskId};
@@ -203,6 +203,7 @@ fn write(
         &snapshot(local, id, sst),
         false,
         up,
+        SnapshotCompression::default(),
     )
     .unwrap();
 }

@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use weir_rocksdb::DiskBackendConfig;
-use weir_runtime::checkpoint::format::{checkpoint_dir, retain, write_checkpoint, Uploads};
+use weir_runtime::checkpoint::format::{
+    checkpoint_dir, retain, write_checkpoint, SnapshotCompression, Uploads,
+};
 use weir_runtime::checkpoint::storage::storage_from_location;
 use weir_runtime::checkpoint::{Deferred, OperatorSnapshot, SubtaskId};
 use weir_state::{KeyedStateStore, MemoryBackend, StateBackend, ValueState};
@@ -213,6 +215,7 @@ fn main() {
                 &snaps,
                 false,
                 &mut uploads,
+                SnapshotCompression::default(),
             )
             .unwrap();
             retain(storage, 1).unwrap();

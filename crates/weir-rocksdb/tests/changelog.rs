@@ -8,7 +8,7 @@ use std::sync::Arc;
 use weir_rocksdb::{DiskBackend, DiskBackendConfig, CHANGELOG_PIECE_PREFIX};
 use weir_runtime::checkpoint::format::{
     checkpoint_dir, load_checkpoint, load_latest, retain, write_checkpoint, LoadedCheckpoint,
-    Manifest, Uploads, SHARED_DIR,
+    Manifest, SnapshotCompression, Uploads, SHARED_DIR,
 };
 use weir_runtime::checkpoint::storage::{CheckpointStorage, LocalStorage, StorageFiles};
 use weir_runtime::checkpoint::{Deferred, NativeSnapshot, OperatorSnapshot, SubtaskId};
@@ -121,6 +121,7 @@ fn checkpoint(
         &snaps,
         false,
         uploads,
+        SnapshotCompression::default(),
     )
     .unwrap();
     native.discard_local();

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use weir_rocksdb::DiskBackendConfig;
 use weir_runtime::checkpoint::format::{
-    checkpoint_dir, load_checkpoint, load_latest, write_checkpoint, Manifest, Uploads,
+    checkpoint_dir, load_checkpoint, load_latest, write_checkpoint, Manifest, SnapshotCompression,
+    Uploads,
 };
 use weir_runtime::checkpoint::storage::{LocalStorage, StorageFiles};
 use weir_runtime::checkpoint::{OperatorSnapshot, SubtaskId};
@@ -63,6 +64,7 @@ fn checkpoint(
         &snaps,
         false,
         uploads,
+        SnapshotCompression::default(),
     )
     .unwrap();
     native.unwrap().discard_local();

@@ -2,7 +2,7 @@
 //! acknowledgement, writes the checkpoint (state files, then the manifest), commits what
 //! two-phase sinks pre-committed, and tells the tasks. It runs on its own thread, so writing
 //! state never stops processing.
-use super::format::{checkpoint_dir, retain, write_checkpoint_with, Uploads};
+use super::format::{checkpoint_dir, retain, write_checkpoint, Uploads};
 use super::{
     CheckpointBarrier, CheckpointConfig, CheckpointMode, Committer, OperatorSnapshot, SubtaskId,
 };
@@ -426,7 +426,7 @@ fn complete(
         checkpoint_dir(p.id)
     };
     let storage = &*setup.cfg.storage;
-    let written = write_checkpoint_with(
+    let written = write_checkpoint(
         storage,
         &dir,
         p.id,

@@ -232,39 +232,11 @@ pub fn decode_state_file(bytes: &[u8]) -> std::result::Result<OperatorSnapshot, 
     OperatorSnapshot::decode(bytes).map_err(|e| e.to_string())
 }
 
-/// Writes checkpoint `id`'s state files (uploading native snapshots' files not in `uploads`
-/// yet), then its manifest, under `dir`. `uploads` then holds the shared files this checkpoint
-/// uses. State files are compressed with [`SnapshotCompression::default`]
-/// ([`write_checkpoint_with`] chooses).
+/// Writes checkpoint `id`'s state files (stored as `compression` says; uploading native
+/// snapshots' files not in `uploads` yet), then its manifest, under `dir`. `uploads` then holds
+/// the shared files this checkpoint uses.
 #[allow(clippy::too_many_arguments)]
 pub fn write_checkpoint(
-    storage: &dyn CheckpointStorage,
-    dir: &str,
-    id: u64,
-    ts_ms: i64,
-    max_parallelism: usize,
-    parallelism: &BTreeMap<String, usize>,
-    snapshots: &BTreeMap<SubtaskId, OperatorSnapshot>,
-    savepoint: bool,
-    uploads: &mut Uploads,
-) -> Result<Manifest> {
-    write_checkpoint_with(
-        storage,
-        dir,
-        id,
-        ts_ms,
-        max_parallelism,
-        parallelism,
-        snapshots,
-        savepoint,
-        uploads,
-        SnapshotCompression::default(),
-    )
-}
-
-/// [`write_checkpoint`] with state files stored as `compression` says.
-#[allow(clippy::too_many_arguments)]
-pub fn write_checkpoint_with(
     storage: &dyn CheckpointStorage,
     dir: &str,
     id: u64,
@@ -617,6 +589,7 @@ mod tests {
             &snaps,
             false,
             &mut Uploads::default(),
+            SnapshotCompression::default(),
         )
         .unwrap();
         write_checkpoint(
@@ -629,6 +602,7 @@ mod tests {
             &snaps,
             false,
             &mut Uploads::default(),
+            SnapshotCompression::default(),
         )
         .unwrap();
         assert_eq!(load_latest(&st).unwrap().unwrap().manifest.id, 2);
@@ -682,7 +656,7 @@ mod tests {
             (1, SnapshotCompression::None),
             (2, SnapshotCompression::Snappy),
         ] {
-            let m = write_checkpoint_with(
+            let m = write_checkpoint(
                 &st,
                 &checkpoint_dir(id),
                 id,
@@ -778,6 +752,7 @@ mod tests {
             &snaps,
             false,
             uploads,
+            SnapshotCompression::default(),
         )
     }
 
@@ -864,7 +839,19 @@ mod tests {
         )]);
         let p = BTreeMap::from([("op".to_string(), 1)]);
         let sp = "savepoint-0000000002";
-        let m = write_checkpoint(&s, sp, 2, 0, 128, &p, &snaps, true, &mut up).unwrap();
+        let m = write_checkpoint(
+            &s,
+            sp,
+            2,
+            0,
+            128,
+            &p,
+            &snaps,
+            true,
+            &mut up,
+            SnapshotCompression::default(),
+        )
+        .unwrap();
         assert_eq!(m.shared_paths().collect::<Vec<_>>(), ["shared/op/i1-1.sst"]);
         // Checkpoint 3 no longer uses 1.sst, and checkpoint 1 is deleted: the savepoint keeps it.
         write(&s, 3, native(&root, &[("2.sst", 2), ("M", 8)]), &mut up).unwrap();
@@ -906,6 +893,7 @@ mod tests {
             &snaps,
             false,
             &mut Uploads::default(),
+            SnapshotCompression::default(),
         )
         .unwrap();
         let loaded = load_checkpoint(&s, &dir).unwrap();
