@@ -561,43 +561,28 @@ where
         }
     }
 
-    /// `process` with a trigger that fires only at the window's end and no lateness.
-    fn process_fast(&mut self, rec: Record<T>, ctx: &mut OperatorContext) -> Result<()> {
-        let Some(value) = self.live_windows(rec, ctx)? else {
-            return Ok(());
-        };
-        let event = self.is_event_time();
-        self.store.set_current_key((self.key)(&value));
-        let mut windows = std::mem::take(&mut self.windows);
-        let last = windows.len() - 1;
-        let mut value = Some(value);
-        for (i, w) in windows.drain(..).enumerate() {
-            let v = if i == last {
-                value.take().unwrap()
-            } else {
-                value.clone().unwrap()
-            };
-            if self.contents.add_in(&mut self.store, &w, v) {
-                let k = self.store.current_key().unwrap().clone();
-                Self::register_end(&mut self.timers, event, k, w);
-            }
-        }
-        self.windows = windows;
-        Ok(())
-    }
-
-    /// [`Self::process_fast`] into the batch's accumulators ([`BatchAccs`]): the store is read
-    /// the first time the batch meets a (key, window) and written in [`Self::end_batch`].
-    fn accumulate_fast(
+    /// `process` with a trigger that fires only at the window's end and no lateness. With
+    /// `batch` (the aggregate function), into the batch's accumulators ([`BatchAccs`]: the
+    /// store is read the first time the batch meets a (key, window) and written in
+    /// [`Self::end_batch`]); without, straight into the store.
+    fn process_fast(
         &mut self,
         rec: Record<T>,
-        agg: &dyn AggregateFunction<T, ACC, AOUT>,
+        batch: Option<&dyn AggregateFunction<T, ACC, AOUT>>,
         ctx: &mut OperatorContext,
     ) -> Result<()> {
         let Some(value) = self.live_windows(rec, ctx)? else {
             return Ok(());
         };
+        let event = self.is_event_time();
         let key = (self.key)(&value);
+        let key = match batch {
+            Some(_) => Some(key),
+            None => {
+                self.store.set_current_key(key);
+                None
+            }
+        };
         let mut windows = std::mem::take(&mut self.windows);
         let last = windows.len() - 1;
         let mut value = Some(value);
@@ -607,8 +592,18 @@ where
             } else {
                 value.clone().unwrap()
             };
-            self.minibatch
-                .add(&mut self.store, &self.contents, agg, &key, &w, v);
+            match (batch, &key) {
+                (Some(agg), Some(key)) => {
+                    self.minibatch
+                        .add(&mut self.store, &self.contents, agg, key, &w, v)
+                }
+                _ => {
+                    if self.contents.add_in(&mut self.store, &w, v) {
+                        let k = self.store.current_key().unwrap().clone();
+                        Self::register_end(&mut self.timers, event, k, w);
+                    }
+                }
+            }
         }
         self.windows = windows;
         Ok(())
@@ -681,7 +676,7 @@ where
     ) -> Result<()> {
         self.store.thaw_when_released();
         if self.fast {
-            return self.process_fast(rec, ctx);
+            return self.process_fast(rec, None, ctx);
         }
         if self.fast_sessions.is_some() {
             let key = (self.key)(&rec.value);
@@ -764,7 +759,7 @@ where
             self.store.thaw_when_released();
             let agg = self.contents.function().clone();
             let n = batch.len();
-            let r = weir_types::drain_each(batch, |rec| self.accumulate_fast(rec, &*agg, ctx));
+            let r = weir_types::drain_each(batch, |rec| self.process_fast(rec, Some(&*agg), ctx));
             self.end_batch(n);
             return r;
         }
