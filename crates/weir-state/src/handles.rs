@@ -213,6 +213,15 @@ impl<V: Data, N: Namespace> ValueState<V, N> {
     pub fn take_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N) -> Option<V> {
         self.cell.clear(ctx, ns)
     }
+    /// Hands `f` the value of the current key in namespace `ns` without copying it.
+    pub fn read_in<K: Key, R>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        ns: &N,
+        f: impl FnOnce(Option<&V>) -> R,
+    ) -> R {
+        self.cell.read(ctx, ns, f)
+    }
 }
 
 impl<V: Data> ValueState<V, ()> {
@@ -236,6 +245,14 @@ impl<V: Data> ValueState<V, ()> {
     /// Removes and returns the value.
     pub fn take<K: Key>(&self, ctx: &mut impl StateAccess<K>) -> Option<V> {
         self.take_in(ctx, &())
+    }
+    /// Hands `f` the value of the current key without copying it.
+    pub fn read<K: Key, R>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        f: impl FnOnce(Option<&V>) -> R,
+    ) -> R {
+        self.read_in(ctx, &(), f)
     }
 }
 
