@@ -6,9 +6,10 @@
 //! Weir's I/O runtime, which writes a batch as one pipeline of `HSET`s on a multiplexed
 //! connection, in order. At a checkpoint and at the end of input the writer waits until
 //! everything handed over is written (at-least-once; the writes are idempotent per key).
-use crate::WindowCount;
+use crate::{window_start, AdEvent, WindowCount};
+use hashbrown::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 use weir::prelude::*;
 use weir::{Record, WeirError};
@@ -77,6 +78,87 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// One `HSET` per row, written at wall-clock time `t` (ms).
+fn hset_pipeline(rows: &[WindowCount], t: i64) -> redis::Pipeline {
+    let mut p = redis::pipe();
+    for r in rows {
+        p.cmd("HSET")
+            .arg(key(r.campaign_id, r.window_start))
+            .arg("seen_count")
+            .arg(r.count)
+            .arg("time_updated")
+            .arg(t)
+            .ignore();
+    }
+    p
+}
+
+/// The Redis mode's work as a hand-written single-threaded loop (its limit): [`crate::limit`]'s
+/// counting, and once a second of wall-clock time the counts of the windows that changed since
+/// the last write, written to the Redis at `url` in pipelines of [`BATCH_ROWS_MAX`] `HSET`s
+/// (the loop waits for each), as the job's sink does; at the end, the windows changed since.
+/// Returns the final counts.
+pub fn limit_to_redis(
+    events: impl Iterator<Item = AdEvent>,
+    table: &HashMap<i64, i64>,
+    url: &str,
+) -> Result<HashMap<(i64, i64), u64>, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("Redis URL {url}: {e}"))?;
+    let mut con = client
+        .get_connection()
+        .map_err(|e| format!("Redis at {url}: connecting: {e}"))?;
+    // (campaign, window start) -> (count, whether it changed since the last write)
+    let mut counts: HashMap<(i64, i64), (u64, bool)> = HashMap::new();
+    let mut changed: Vec<(i64, i64)> = Vec::new();
+    let mut rows: Vec<WindowCount> = Vec::with_capacity(BATCH_ROWS_MAX);
+    let mut write = |counts: &mut HashMap<(i64, i64), (u64, bool)>,
+                     changed: &mut Vec<(i64, i64)>|
+     -> Result<(), String> {
+        let t = now_ms();
+        for chunk in changed.chunks(BATCH_ROWS_MAX) {
+            rows.clear();
+            for &(campaign_id, window_start) in chunk {
+                let c = counts
+                    .get_mut(&(campaign_id, window_start))
+                    .expect("counted");
+                c.1 = false;
+                rows.push(WindowCount {
+                    campaign_id,
+                    window_start,
+                    count: c.0,
+                });
+            }
+            hset_pipeline(&rows, t)
+                .query::<()>(&mut con)
+                .map_err(|e| format!("Redis at {url}: writing {} rows: {e}", rows.len()))?;
+        }
+        changed.clear();
+        Ok(())
+    };
+    let second = Duration::from_secs(1);
+    let mut next = Instant::now() + second;
+    for (i, e) in events.enumerate() {
+        if i % 1024 == 0 && Instant::now() >= next {
+            write(&mut counts, &mut changed)?;
+            next += second;
+        }
+        if e.event_type != "view" {
+            continue;
+        }
+        if let Some(&c) = table.get(&e.ad_id) {
+            let w = (c, window_start(e.event_time));
+            let entry = counts.entry(w).or_default();
+            entry.0 += 1;
+            if !entry.1 {
+                entry.1 = true;
+                changed.push(w);
+            }
+        }
+    }
+    write(&mut counts, &mut changed)?;
+    Ok(counts.into_iter().map(|(w, (n, _))| (w, n)).collect())
+}
+
 /// The sender task: one pipeline per batch, in order; the first error is kept for the writer.
 async fn send(
     client: redis::Client,
@@ -98,18 +180,7 @@ async fn send(
         match m {
             Msg::Batch(rows) => {
                 let Some(c) = con.as_mut() else { continue };
-                let t = now_ms();
-                let mut p = redis::pipe();
-                for r in &rows {
-                    p.cmd("HSET")
-                        .arg(key(r.campaign_id, r.window_start))
-                        .arg("seen_count")
-                        .arg(r.count)
-                        .arg("time_updated")
-                        .arg(t)
-                        .ignore();
-                }
-                if let Err(e) = p.query_async::<()>(c).await {
+                if let Err(e) = hset_pipeline(&rows, now_ms()).query_async::<()>(c).await {
                     fail(format!("writing {} rows: {e}", rows.len()));
                 }
             }

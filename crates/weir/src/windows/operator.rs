@@ -382,12 +382,14 @@ where
             // a later timer).
             let agg = fs.agg.clone();
             let mut found = None;
-            let now_empty = fs.sessions.mutate(&mut self.store, OpenSessions::new, |open| {
-                if let Some(i) = open.iter().position(|(s, _)| *s == w) {
-                    found = Some(open.swap_remove(i).1);
-                }
-                open.is_empty()
-            });
+            let now_empty = fs
+                .sessions
+                .mutate(&mut self.store, OpenSessions::new, |open| {
+                    if let Some(i) = open.iter().position(|(s, _)| *s == w) {
+                        found = Some(open.swap_remove(i).1);
+                    }
+                    open.is_empty()
+                });
             if now_empty {
                 fs.sessions.clear(&mut self.store);
             }
@@ -525,46 +527,47 @@ where
             let mut cover = w;
             let late = &|c: &A::W| event && c.max_timestamp() <= wm;
             let value = &mut value;
-            fs.sessions.mutate(&mut self.store, OpenSessions::new, |open| {
-                // Absorb every open session the growing cover meets.
-                let mut acc: Option<ACC> = None;
-                let mut unchanged = false;
-                while let Some(j) = open
-                    .iter()
-                    .position(|(s, _)| cover.merge_cover(s).is_some())
-                {
-                    let (s, a) = open.swap_remove(j);
-                    let merged = cover.merge_cover(&s).expect("they meet");
-                    unchanged = merged == s && acc.is_none();
-                    cover = merged;
-                    match &mut acc {
-                        None => acc = Some(a),
-                        Some(m) => {
-                            agg.merge(m, a);
-                            unchanged = false;
+            fs.sessions
+                .mutate(&mut self.store, OpenSessions::new, |open| {
+                    // Absorb every open session the growing cover meets.
+                    let mut acc: Option<ACC> = None;
+                    let mut unchanged = false;
+                    while let Some(j) = open
+                        .iter()
+                        .position(|(s, _)| cover.merge_cover(s).is_some())
+                    {
+                        let (s, a) = open.swap_remove(j);
+                        let merged = cover.merge_cover(&s).expect("they meet");
+                        unchanged = merged == s && acc.is_none();
+                        cover = merged;
+                        match &mut acc {
+                            None => acc = Some(a),
+                            Some(m) => {
+                                agg.merge(m, a);
+                                unchanged = false;
+                            }
                         }
                     }
-                }
-                if late(&cover) {
-                    // Only when it met no open session (those are not late): drop the record.
-                    if let Some(a) = acc {
-                        open.push((cover, a));
+                    if late(&cover) {
+                        // Only when it met no open session (those are not late): drop the record.
+                        if let Some(a) = acc {
+                            open.push((cover, a));
+                        }
+                        return;
                     }
-                    return;
-                }
-                let mut a = acc.unwrap_or_else(|| agg.create_accumulator());
-                let v = if i == last {
-                    value.take()
-                } else {
-                    value.clone()
-                };
-                agg.add(&mut a, v.expect("the record is added once per window"));
-                added = true;
-                if !unchanged {
-                    new_timers.push(cover.clone());
-                }
-                open.push((cover, a));
-            });
+                    let mut a = acc.unwrap_or_else(|| agg.create_accumulator());
+                    let v = if i == last {
+                        value.take()
+                    } else {
+                        value.clone()
+                    };
+                    agg.add(&mut a, v.expect("the record is added once per window"));
+                    added = true;
+                    if !unchanged {
+                        new_timers.push(cover.clone());
+                    }
+                    open.push((cover, a));
+                });
         }
         self.windows = windows;
         if !new_timers.is_empty() {
