@@ -1,11 +1,11 @@
 //! YSB against a real Redis (`REDIS_URL`, exported by scripts/test; else started with
 //! `scripts/services start redis`): the counts stored per campaign and window equal a count
-//! computed independently from the generator.
+//! computed independently from the generator, by the job and by the loop of the Redis mode.
 use hashbrown::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use weir::prelude::*;
-use weir_ysb::redis_sink::{key, RedisSink};
+use weir_ysb::redis_sink::{key, limit_to_redis, RedisSink};
 use weir_ysb::{counts, files, YsbConfig};
 
 fn redis_url() -> String {
@@ -56,16 +56,31 @@ fn counts_in_redis_equal_an_independent_count() {
     counts(&events, Arc::new(cfg.ad_table()), true).sink(RedisSink::new(url.clone()));
     env.execute("ysb-redis").unwrap();
 
-    let keys: Vec<String> = redis::cmd("KEYS").arg("ysb:*").query(&mut con).unwrap();
-    assert_eq!(keys.len(), expect.len());
-    for ((campaign, window), n) in &expect {
-        let (seen, updated): (u64, i64) = redis::cmd("HMGET")
-            .arg(key(*campaign, *window))
-            .arg("seen_count")
-            .arg("time_updated")
-            .query(&mut con)
-            .unwrap();
-        assert_eq!(seen, *n, "campaign {campaign}, window {window}");
-        assert!(updated > 1_600_000_000_000, "a wall-clock time: {updated}");
-    }
+    let check = |con: &mut redis::Connection, who: &str| {
+        let keys: Vec<String> = redis::cmd("KEYS").arg("ysb:*").query(con).unwrap();
+        assert_eq!(keys.len(), expect.len(), "{who}");
+        for ((campaign, window), n) in &expect {
+            let (seen, updated): (u64, i64) = redis::cmd("HMGET")
+                .arg(key(*campaign, *window))
+                .arg("seen_count")
+                .arg("time_updated")
+                .query(con)
+                .unwrap();
+            assert_eq!(seen, *n, "{who}: campaign {campaign}, window {window}");
+            assert!(updated > 1_600_000_000_000, "a wall-clock time: {updated}");
+        }
+    };
+    check(&mut con, "the job");
+
+    // The hand-written loop of the Redis mode (the benchmark's limit) leaves the same counts.
+    let _: () = redis::cmd("FLUSHDB").query(&mut con).unwrap();
+    let table = cfg.ad_table();
+    let counted = limit_to_redis(files::events_iter(&input), &table, &url).unwrap();
+    assert_eq!(counted.len(), expect.len());
+    check(&mut con, "the loop");
+    assert!(
+        limit_to_redis(files::events_iter(&input), &table, "redis://127.0.0.1:1")
+            .unwrap_err()
+            .contains("redis://127.0.0.1:1")
+    );
 }
