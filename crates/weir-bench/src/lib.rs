@@ -326,6 +326,7 @@ pub fn run_weir(
             let s = events
                 .key_by(|e: &BenchEvent| e.k)
                 .window(Tumbling::event_time(TUMBLE_MS))
+                .with_local_aggregation()
                 .aggregate_with(CountSumAgg, with_bounds);
             execute::<_, WindowSums>(env, name, s, output)
         }
@@ -334,6 +335,7 @@ pub fn run_weir(
                 .key_by(|e: &BenchEvent| e.k)
                 .window(Sliding::event_time(HOP_MS.0, HOP_MS.1))
                 .with_slicing()
+                .with_local_aggregation()
                 .aggregate_with(
                     CountSumAgg,
                     |k: &u64, w: &TimeWindow, (cnt, sum): (u64, u64)| -> WinAvg {

@@ -602,6 +602,27 @@ impl<IN: 'static, ACC: Data, OUT: 'static, N: Namespace> AggregatingState<IN, AC
         );
         created
     }
+    /// Merges accumulator `acc` (a partial aggregate made elsewhere) in; with no entry yet, it
+    /// becomes the entry. Returns whether the entry was created by it.
+    pub fn merge_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N, acc: ACC) -> bool {
+        let agg = self.agg();
+        let acc = std::cell::Cell::new(Some(acc));
+        let mut created = false;
+        self.cell.mutate(
+            ctx,
+            ns,
+            || {
+                created = true;
+                acc.take().expect("taken once")
+            },
+            |a| {
+                if let Some(other) = acc.take() {
+                    agg.merge(a, other);
+                }
+            },
+        );
+        created
+    }
     /// The aggregate function.
     pub fn function(&self) -> &Arc<dyn AggregateFunction<IN, ACC, OUT>> {
         self.agg()

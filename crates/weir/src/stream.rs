@@ -273,6 +273,31 @@ impl<T: Data> DataStream<T> {
         KeyedStream { stream, key }
     }
 
+    /// Adds a one-input operator chained right after this stream's upstream operators,
+    /// whatever partitioning this stream was given, with their parallelism when they share
+    /// one (a stage that must run before an exchange: local aggregation).
+    pub(crate) fn add_chained_operator<Out: Data, Op: OneInputOperator<T, Out>>(
+        &self,
+        name: &str,
+        make: impl Fn(&OperatorContext) -> Result<Op> + Send + Sync + 'static,
+    ) -> DataStream<Out> {
+        let out = self
+            .with_partition(Partition::Auto)
+            .add_operator(name, make);
+        let ps: Vec<usize> = {
+            let inner = self.env.inner.borrow();
+            self.ups
+                .iter()
+                .map(|u| inner.graph.nodes[u.node].parallelism)
+                .collect()
+        };
+        if ps.windows(2).all(|w| w[0] == w[1]) {
+            out.set_parallelism(ps[0])
+        } else {
+            out
+        }
+    }
+
     fn with_partition(&self, p: Partition<T>) -> DataStream<T> {
         let mut s = self.clone();
         for up in &mut s.ups {

@@ -124,14 +124,21 @@ pub trait WindowAssigner<T>: Send + Sync + 'static {
     fn slices(&self) -> Option<crate::windows::Slices> {
         None
     }
+    /// For event-time assigners that put each record in exactly one window, decided by its
+    /// timestamp alone (tumbling): the window of timestamp `ts`, with the first timestamp it
+    /// holds. A window aggregate over such an assigner can aggregate locally before the keyed
+    /// exchange ([`crate::windows::WindowedStream::with_local_aggregation`]).
+    fn event_window_of(&self, _ts: i64) -> Option<(Self::W, i64)> {
+        None
+    }
 }
 
 fn time_of(kind: TimeKind, ts: i64, now: i64) -> Result<i64, String> {
     match kind {
         TimeKind::Processing => Ok(now),
-        TimeKind::Event if ts == weir_types::NO_TIMESTAMP => Err(
-            "record has no timestamp: assign timestamps (assign_timestamps) before an event-time window".into(),
-        ),
+        TimeKind::Event if ts == weir_types::NO_TIMESTAMP => {
+            Err(crate::windows::local::NO_TIMESTAMP_ERROR.into())
+        }
         TimeKind::Event => Ok(ts),
     }
 }
@@ -188,6 +195,13 @@ impl<T> WindowAssigner<T> for Tumbling {
     }
     fn default_trigger(&self) -> Arc<dyn crate::windows::Trigger<TimeWindow>> {
         time_trigger(self.kind)
+    }
+    #[inline]
+    fn event_window_of(&self, ts: i64) -> Option<(TimeWindow, i64)> {
+        (self.kind == TimeKind::Event).then(|| {
+            let start = window_start(ts, self.offset, self.size);
+            (TimeWindow::new(start, start.wrapping_add(self.size)), start)
+        })
     }
 }
 

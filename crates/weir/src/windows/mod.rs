@@ -19,6 +19,7 @@
 //! assert_eq!(v, vec![(1, 0, 1), (1, 1_000, 2), (2, 2_000, 1)]);
 //! ```
 mod assigners;
+mod local;
 mod minibatch;
 mod operator;
 mod slicing;
@@ -38,6 +39,7 @@ pub use triggers::{
 use crate::functions::{Collector, FnResult};
 use crate::operators::keyed::KeyFn;
 use crate::stream::{DataStream, KeyedStream, OutputTag};
+use local::{Bucket, BucketFn, LocalAggOp, MergePartials, Merging, Partial};
 use operator::{KeepLast, WindowOp};
 use slicing::SlicingOp;
 use std::sync::Arc;
@@ -227,6 +229,7 @@ pub struct WindowedStream<T, K, A: WindowAssigner<T>> {
     keep_last: Option<usize>,
     single: bool,
     slicing: bool,
+    local: bool,
 }
 
 impl<T: Data, K: Key> KeyedStream<T, K> {
@@ -241,6 +244,7 @@ impl<T: Data, K: Key> KeyedStream<T, K> {
             keep_last: None,
             single: false,
             slicing: false,
+            local: false,
         }
     }
     /// Tumbling count windows: fire and clear every `size` records of a key.
@@ -319,6 +323,67 @@ impl<T: Data, K: Key, A: WindowAssigner<T>> WindowedStream<T, K, A> {
         self
     }
 
+    /// Aggregates each batch of records locally, in the upstream task, before the keyed
+    /// exchange (the two-phase, local-global aggregation of Flink SQL's window aggregates): one
+    /// partial accumulator per key and window (or slice) of a batch crosses the exchange instead
+    /// of its records, and the window operator merges it in. Much faster when a batch holds
+    /// several records per key; when it does not, records go on as partials of one. Needs an
+    /// exact `merge`, as [`Self::with_slicing`]. Applies to event-time tumbling windows and
+    /// sliced sliding windows with the default trigger, no allowed lateness, no late-data side
+    /// output and an incremental aggregate (`reduce`, `aggregate`); otherwise ignored. Adds an
+    /// operator to the job (`NAME_local`, chained after the upstream): operators without an
+    /// explicit `uid` after it get new default uids.
+    pub fn with_local_aggregation(mut self) -> Self {
+        self.local = true;
+        self
+    }
+
+    /// Whether [`Self::with_local_aggregation`] applies, for an operator taking records of
+    /// the default trigger's windows (or slices).
+    fn local_applies(&self, name: &str) -> bool {
+        self.local
+            && self.trigger.is_none()
+            && self.lateness_ms == 0
+            && self.late_tag.is_none()
+            && self.keep_last.is_none()
+            && name != "window_process"
+            && self.assigner.time_kind() == TimeKind::Event
+    }
+
+    /// The local stage ([`LocalAggOp`]) of `bucket`s, then the keyed exchange of its partials
+    /// into the window operator `make` builds, fed partials ([`Merging`]).
+    fn build_two_phase<N, ACC, AOUT, R, Op>(
+        &self,
+        name: &str,
+        bucket: BucketFn<N>,
+        agg: Arc<dyn AggregateFunction<T, ACC, AOUT>>,
+        make: impl Fn(&OperatorContext) -> weir_types::Result<Op> + Send + Sync + 'static,
+    ) -> DataStream<R>
+    where
+        N: Data + std::hash::Hash + Eq,
+        ACC: Data,
+        AOUT: 'static,
+        R: Data,
+        Op: weir_runtime::OneInputOperator<T, R> + MergePartials<K, N, ACC>,
+    {
+        let key = self.keyed.key_fn();
+        let partials = self
+            .keyed
+            .stream()
+            .add_chained_operator(&format!("{name}_local"), move |_| {
+                Ok(LocalAggOp::new(key.clone(), bucket.clone(), agg.clone()))
+            });
+        partials
+            .key_by(|p: &Partial<K, N, ACC>| p.key.clone())
+            .stream()
+            .add_operator(name, move |ctx| {
+                Ok(Merging {
+                    op: make(ctx)?,
+                    _t: std::marker::PhantomData,
+                })
+            })
+    }
+
     fn build<ACC: Data, AOUT: 'static, R: Data>(
         self,
         name: &str,
@@ -335,16 +400,33 @@ impl<T: Data, K: Key, A: WindowAssigner<T>> WindowedStream<T, K, A> {
         });
         if let Some(slices) = sliced {
             let late = self.late_tag.clone();
-            let s = self.keyed.stream().add_operator(name, move |ctx| {
+            let (key, agg2) = (key.clone(), agg.clone());
+            let make = move |ctx: &OperatorContext| {
                 SlicingOp::new(
                     ctx,
                     key.clone(),
                     slices,
-                    agg.clone(),
+                    agg2.clone(),
                     func.clone(),
                     late.clone(),
                 )
-            });
+            };
+            let s = if self.local_applies(name) {
+                // A slice is first needed by the window that ends with it.
+                let bucket: BucketFn<i64> = Arc::new(move |ts| {
+                    let s = window_start(ts, slices.offset, slices.slide);
+                    let last_ts = s.saturating_add(slices.slide - 1);
+                    Bucket {
+                        id: s,
+                        first_ts: s,
+                        last_ts,
+                        due: last_ts,
+                    }
+                });
+                self.build_two_phase(name, bucket, agg, make)
+            } else {
+                self.keyed.stream().add_operator(name, make)
+            };
             return if self.single { s.set_parallelism(1) } else { s };
         }
         let trigger = self
@@ -356,18 +438,37 @@ impl<T: Data, K: Key, A: WindowAssigner<T>> WindowedStream<T, K, A> {
             self.lateness_ms,
             self.late_tag.clone(),
         );
-        let s = self.keyed.stream().add_operator(name, move |ctx| {
+        let agg2 = agg.clone();
+        let make = move |ctx: &OperatorContext| {
             WindowOp::new(
                 ctx,
                 key.clone(),
                 assigner.clone(),
                 trigger.clone(),
-                agg.clone(),
+                agg2.clone(),
                 func.clone(),
                 lateness,
                 late.clone(),
             )
-        });
+        };
+        let s = if self.local_applies(name) && self.assigner.event_window_of(0).is_some() {
+            let assigner = self.assigner.clone();
+            let bucket: BucketFn<A::W> = Arc::new(move |ts| {
+                let (w, first_ts) = assigner
+                    .event_window_of(ts)
+                    .expect("a single-window event-time assigner");
+                let last_ts = w.max_timestamp();
+                Bucket {
+                    id: w,
+                    first_ts,
+                    last_ts,
+                    due: last_ts,
+                }
+            });
+            self.build_two_phase(name, bucket, agg, make)
+        } else {
+            self.keyed.stream().add_operator(name, make)
+        };
         if self.single {
             s.set_parallelism(1)
         } else {

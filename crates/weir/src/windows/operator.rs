@@ -6,6 +6,7 @@
 use crate::functions::{user_result, Collector};
 use crate::operators::keyed::{KeyFn, TOUCH_CHUNK};
 use crate::windows::assigners::{TimeKind, Window, WindowAssigner};
+use crate::windows::local::{MergePartials, Partial};
 use crate::windows::minibatch::BatchAccs;
 use crate::windows::triggers::{Trigger, TriggerContext, TriggerOps, TriggerResult};
 use crate::windows::StateGauge;
@@ -897,6 +898,33 @@ where
 
     fn end_input(&mut self, _: &mut OperatorContext, _: &mut dyn Output<R>) -> Result<()> {
         self.report_state(true);
+        Ok(())
+    }
+}
+
+impl<K, T, A, ACC, AOUT, R, F> MergePartials<K, A::W, ACC> for WindowOp<K, T, A, ACC, AOUT, R, F>
+where
+    K: Key,
+    T: Data,
+    A: WindowAssigner<T>,
+    ACC: Data,
+    AOUT: 'static,
+    R: 'static,
+    F: ProcessWindowFunction<K, AOUT, R, A::W>,
+{
+    /// The fast path (event time, one window per partial) with a partial aggregate.
+    fn merge_partial(&mut self, p: Partial<K, A::W, ACC>, ctx: &mut OperatorContext) -> Result<()> {
+        debug_assert!(self.fast && self.is_event_time());
+        self.store.thaw_when_released();
+        if self.is_late(&p.bucket, ctx.watermark) {
+            self.late_dropped.add(p.records);
+            return Ok(());
+        }
+        self.store.set_current_key(p.key);
+        if self.contents.merge_in(&mut self.store, &p.bucket, p.acc) {
+            let k = self.store.current_key().expect("set above").clone();
+            Self::register_end(&mut self.timers, true, k, p.bucket);
+        }
         Ok(())
     }
 }

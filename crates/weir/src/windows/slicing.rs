@@ -16,6 +16,7 @@
 use crate::functions::{user_result, Collector};
 use crate::operators::keyed::KeyFn;
 use crate::windows::assigners::{window_start, TimeKind, Window};
+use crate::windows::local::{MergePartials, Partial, NO_TIMESTAMP_ERROR};
 use crate::windows::minibatch::BatchAccs;
 use crate::windows::StateGauge;
 use crate::windows::{ProcessWindowFunction, WindowContext};
@@ -193,10 +194,7 @@ where
         } = self.slices;
         let t = if self.event_time() {
             if rec.ts == NO_TIMESTAMP {
-                return Err(ctx.record_error(
-                    "record has no timestamp: assign timestamps (assign_timestamps) before an event-time window"
-                        .to_string(),
-                ));
+                return Err(ctx.record_error(NO_TIMESTAMP_ERROR));
             }
             rec.ts
         } else {
@@ -223,6 +221,35 @@ where
         self.state_entries.report(exact, || {
             store.total_entries() + timers.event.len() + timers.processing.len()
         });
+    }
+}
+
+impl<K, T, W, ACC, AOUT, R, F> MergePartials<K, i64, ACC> for SlicingOp<K, T, W, ACC, AOUT, R, F>
+where
+    K: Key,
+    T: Data,
+    W: Window,
+    ACC: Data,
+    AOUT: 'static,
+    R: 'static,
+    F: ProcessWindowFunction<K, AOUT, R, W>,
+{
+    /// A partial aggregate of one slice (event time).
+    fn merge_partial(&mut self, p: Partial<K, i64, ACC>, ctx: &mut OperatorContext) -> Result<()> {
+        debug_assert!(self.event_time());
+        self.store.thaw_when_released();
+        let slice = p.bucket;
+        let end = self.first_end(slice, ctx.watermark);
+        if end > slice.saturating_add(self.slices.size) {
+            // Every window of the slice is late.
+            self.late_dropped.add(p.records);
+            return Ok(());
+        }
+        self.store.set_current_key(p.key);
+        if self.contents.merge_in(&mut self.store, &slice, p.acc) {
+            self.register(end);
+        }
+        Ok(())
     }
 }
 
