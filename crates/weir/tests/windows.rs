@@ -805,3 +805,76 @@ fn batched_fast_paths_equal_the_general_operator() {
         }
     }
 }
+
+/// Local aggregation (partials folded before the keyed exchange, merged by the window
+/// operator) gives the record-by-record operator's rows and late-record count, with watermarks
+/// between batches and late records inside them, for tumbling and sliced sliding windows on
+/// both backends; with a few keys, the exchange carries far fewer partials than records.
+#[test]
+fn local_aggregation_equals_the_record_by_record_operator() {
+    let heap: Arc<dyn weir_state::StateBackend> = Arc::new(weir_state::MemoryBackend);
+    let bytes: Arc<dyn weir_state::StateBackend> = Arc::new(weir_state::BytesMemoryBackend);
+    for (seed, keys, p, backend) in [
+        (31, 3, 1, &heap),
+        (32, 40, 2, &bytes),
+        (33, 2_000, 1, &heap),
+        (34, 40, 2, &heap),
+    ] {
+        let events = random_events(seed, 6_000, keys, 300);
+        let chunks: Vec<Vec<Ev>> = events.chunks(150).map(|c| c.to_vec()).collect();
+        for (size, slide) in [(500, 500), (900, 300), (2_000, 100)] {
+            let what = format!("{size}/{slide} keys {keys} p {p}");
+            let window = move |k: KeyedStream<Ev, String>| {
+                if size == slide {
+                    k.window(Sliding::event_time(size, slide))
+                        .aggregate_with(CountSum, row)
+                } else {
+                    k.window(Sliding::event_time(size, slide))
+                        .with_slicing()
+                        .aggregate_with(CountSum, row)
+                }
+            };
+            let general = run_chunked(chunks.clone(), 1, heap.clone(), |k, late| {
+                k.window(Sliding::event_time(size, slide))
+                    .trigger(General(weir::windows::EventTimeTrigger))
+                    .side_output_late_data(late)
+                    .aggregate_with(CountSum, row)
+            });
+            assert!(
+                !general.late.is_empty() && general.rows.len() > 20,
+                "{what}"
+            );
+            let local = run_chunked(chunks.clone(), p, backend.clone(), |k, _| {
+                if size == slide {
+                    k.window(Tumbling::event_time(size))
+                        .with_local_aggregation()
+                        .aggregate_with(CountSum, row)
+                } else {
+                    k.window(Sliding::event_time(size, slide))
+                        .with_slicing()
+                        .with_local_aggregation()
+                        .aggregate_with(CountSum, row)
+                }
+            });
+            assert_eq!(local.rows, general.rows, "{what}");
+            let m = &local.result.metrics;
+            assert_eq!(
+                m.counter_sum("window_aggregate", "late_records_dropped") as usize,
+                general.late.len(),
+                "{what}"
+            );
+            let (records, partials) = (
+                m.counter_sum("window_aggregate_local", "records_in"),
+                m.counter_sum("window_aggregate", "records_in")
+                    - m.counter_sum("window_aggregate_local", "records_in"),
+            );
+            assert_eq!(records, 6_000, "{what}");
+            if keys == 3 {
+                assert!(partials * 10 < records, "{what}: {partials} partials");
+            }
+            // Without local aggregation, the same.
+            let plain = run_chunked(chunks.clone(), p, backend.clone(), |k, _| window(k));
+            assert_eq!(plain.rows, general.rows, "{what}");
+        }
+    }
+}
