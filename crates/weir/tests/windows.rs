@@ -875,6 +875,30 @@ fn local_aggregation_equals_the_record_by_record_operator() {
             // Without local aggregation, the same.
             let plain = run_chunked(chunks.clone(), p, backend.clone(), |k, _| window(k));
             assert_eq!(plain.rows, general.rows, "{what}");
+            // A watermark after every record, and no idle input: the local stage holds its
+            // partials across watermarks until one fires a window holding them.
+            let per_record = run_with(events.clone(), 300, p, |k, _| {
+                if size == slide {
+                    k.window(Tumbling::event_time(size))
+                        .with_local_aggregation()
+                        .aggregate_with(CountSum, row)
+                } else {
+                    k.window(Sliding::event_time(size, slide))
+                        .with_slicing()
+                        .with_local_aggregation()
+                        .aggregate_with(CountSum, row)
+                }
+            });
+            let general_per_record = run_with(events.clone(), 300, 1, |k, late| {
+                k.window(Sliding::event_time(size, slide))
+                    .trigger(General(weir::windows::EventTimeTrigger))
+                    .side_output_late_data(late)
+                    .aggregate_with(CountSum, row)
+            });
+            assert_eq!(
+                per_record.rows, general_per_record.rows,
+                "per record {what}"
+            );
         }
     }
 }
