@@ -602,6 +602,13 @@ impl<IN: 'static, ACC: Data, OUT: 'static, N: Namespace> AggregatingState<IN, AC
         );
         created
     }
+    /// Brings the entries of the (key, namespace) pairs of `pairs` into the CPU cache (a
+    /// memory backend; elsewhere nothing): touching the next few entries before working
+    /// through them overlaps their cache misses. Returns how many exist.
+    #[allow(clippy::ptr_arg)]
+    pub fn touch_all_in<K: Key>(&self, store: &KeyedStateStore<K>, pairs: &Vec<(K, N)>) -> usize {
+        store.touch_pairs(self.cell.idx, pairs)
+    }
     /// Merges accumulator `acc` (a partial aggregate made elsewhere) in; with no entry yet, it
     /// becomes the entry. Returns whether the entry was created by it.
     pub fn merge_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N, acc: ACC) -> bool {

@@ -127,6 +127,9 @@ pub(crate) trait ErasedTable: Any {
     /// [`Table::touch`] of the keys of `keys[range]` (`keys` a `&Vec<Option<K>>`) in a table
     /// without namespace; 0 otherwise.
     fn touch_all(&self, keys: &dyn Any, range: Range<usize>) -> usize;
+    /// [`Table::touch`] of each (key, namespace) of `pairs` (a `&Vec<(K, N)>` of this table's
+    /// types; 0 otherwise).
+    fn touch_pairs(&self, pairs: &dyn Any) -> usize;
     /// Adds every live entry to `blocks`, by key group.
     fn snapshot_into(&self, name: &str, max_parallelism: usize, now_ms: i64, blocks: &mut Blocks);
     /// Freezes the entries (O(1) for the heap backend) and returns a job that adds them to
@@ -362,6 +365,18 @@ impl<K: Key, N: Namespace, V: Data> ErasedTable for Slot<K, N, V> {
             },
             _ => 0,
         }
+    }
+    fn touch_pairs(&self, pairs: &dyn Any) -> usize {
+        let Some(pairs) = pairs.downcast_ref::<Vec<(K, N)>>() else {
+            return 0;
+        };
+        pairs
+            .iter()
+            .filter(|(k, n)| match &self.cells {
+                Cells::Plain(t) => t.touch(k, n),
+                Cells::Stamped(t) => t.touch(k, n),
+            })
+            .count()
     }
     fn purge_expired(&mut self, now_ms: i64) {
         if let (Some(ttl), Cells::Stamped(t)) = (self.ttl, &mut self.cells) {
@@ -1003,6 +1018,12 @@ impl<K: Key> KeyedStateStore<K> {
             .iter()
             .map(|t| t.touch_all(keys, range.clone()))
             .sum()
+    }
+
+    /// [`Table::touch`] of each (key, namespace) of `pairs` in table `idx` (a `Vec<(K, N)>`
+    /// of its types); returns how many exist.
+    pub(crate) fn touch_pairs(&self, idx: usize, pairs: &dyn Any) -> usize {
+        self.tables[idx].touch_pairs(pairs)
     }
 
     /// Sets the key that state access applies to.

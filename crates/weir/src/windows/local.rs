@@ -23,7 +23,7 @@
 //! window per record, decided by its timestamp) and sliced sliding windows, with the default
 //! trigger, no allowed lateness, no late-data side output (the records themselves are gone) and
 //! an incremental aggregate; `local_aggregation(false)` turns it off.
-use crate::operators::keyed::KeyFn;
+use crate::operators::keyed::{KeyFn, TOUCH_CHUNK};
 use hashbrown::HashMap;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
@@ -292,6 +292,40 @@ pub(crate) trait MergePartials<K, N, ACC> {
     /// Merges one partial aggregate into the state of its key and bucket; a partial whose
     /// bucket is late is dropped and counts its records as late.
     fn merge_partial(&mut self, p: Partial<K, N, ACC>, ctx: &mut OperatorContext) -> Result<()>;
+    /// Brings the state entries of `pairs` (key, bucket) into the CPU cache.
+    #[allow(clippy::ptr_arg)]
+    fn touch(&self, pairs: &Vec<(K, N)>);
+}
+
+/// Runs `f` on `items` [`TOUCH_CHUNK`] at a time, the state entries of each chunk's (key,
+/// bucket) pairs (`pair` of an item) touched first ([`MergePartials::touch`]): the cache
+/// misses of a chunk overlap instead of costing a memory latency per item each. Empties
+/// `items`; stops calling `f` at its first error.
+pub(crate) fn in_touched_chunks<Op, K, N, ACC, I>(
+    op: &mut Op,
+    items: impl IntoIterator<Item = I>,
+    pair: impl Fn(&I) -> (K, N),
+    mut f: impl FnMut(&mut Op, I) -> Result<()>,
+) -> Result<()>
+where
+    Op: MergePartials<K, N, ACC>,
+{
+    let mut items = items.into_iter().peekable();
+    let mut chunk: Vec<I> = Vec::with_capacity(TOUCH_CHUNK);
+    let mut pairs: Vec<(K, N)> = Vec::with_capacity(TOUCH_CHUNK);
+    let mut r = Ok(());
+    while items.peek().is_some() {
+        chunk.extend(items.by_ref().take(TOUCH_CHUNK));
+        pairs.extend(chunk.iter().map(&pair));
+        op.touch(&pairs);
+        pairs.clear();
+        for item in chunk.drain(..) {
+            if r.is_ok() {
+                r = f(op, item);
+            }
+        }
+    }
+    r
 }
 
 /// Window operator `op` (of records `T`) fed [`Partial`]s by a [`LocalAggOp`].
@@ -303,8 +337,8 @@ pub(crate) struct Merging<Op, T> {
 impl<K, N, ACC, T, R, Op> OneInputOperator<Partial<K, N, ACC>, R> for Merging<Op, T>
 where
     Op: OneInputOperator<T, R> + MergePartials<K, N, ACC>,
-    K: 'static,
-    N: 'static,
+    K: Clone + 'static,
+    N: Clone + 'static,
     ACC: 'static,
     T: 'static,
     R: 'static,
@@ -326,7 +360,12 @@ where
         ctx: &mut OperatorContext,
         _: &mut dyn Output<R>,
     ) -> Result<()> {
-        weir_types::drain_each(batch, |rec| self.op.merge_partial(rec.value, ctx))
+        in_touched_chunks(
+            &mut self.op,
+            batch.drain(..),
+            |rec| (rec.value.key.clone(), rec.value.bucket.clone()),
+            |op, rec| op.merge_partial(rec.value, ctx),
+        )
     }
     fn on_watermark(
         &mut self,

@@ -462,10 +462,11 @@ where
         }
     }
 
-    /// Fires the session timers due at `wm`, [`TOUCH_CHUNK`] at a time with their state
-    /// touched first ([`Self::touch_sessions`]). In timestamp order, as one at a time: a
-    /// session's timer registers no timer when it fires.
-    fn fire_sessions(
+    /// Fires the timers due at `wm` of the fast paths, [`TOUCH_CHUNK`] at a time with their
+    /// state touched first (a window's contents, or the key's sessions:
+    /// [`Self::touch_sessions`]). In timestamp order, as one at a time: these timers register
+    /// no timer when they fire.
+    fn fire_touched(
         &mut self,
         wm: i64,
         ctx: &mut OperatorContext,
@@ -473,6 +474,7 @@ where
     ) -> Result<()> {
         let mut due = std::mem::take(&mut self.due);
         let mut keys = std::mem::take(&mut self.keys);
+        let mut pairs: Vec<(K, A::W)> = Vec::new();
         let mut r = Ok(());
         while r.is_ok() {
             while due.len() < TOUCH_CHUNK {
@@ -485,7 +487,18 @@ where
             if due.is_empty() {
                 break;
             }
-            self.touch_sessions(&keys, 0..keys.len());
+            if self.fast_sessions.is_some() {
+                self.touch_sessions(&keys, 0..keys.len());
+            } else {
+                pairs.extend(
+                    keys.iter()
+                        .flatten()
+                        .cloned()
+                        .zip(due.iter().map(|d| d.1.clone())),
+                );
+                std::hint::black_box(self.contents.touch_all_in(&self.store, &pairs));
+                pairs.clear();
+            }
             for ((ts, w), key) in due.drain(..).zip(keys.drain(..)) {
                 if r.is_ok() {
                     r = self.on_timer(ts, key.expect("each key is taken once"), w, true, ctx, out);
@@ -869,8 +882,8 @@ where
         ctx: &mut OperatorContext,
         out: &mut dyn Output<R>,
     ) -> Result<()> {
-        if self.fast_sessions.is_some() && self.is_event_time() {
-            self.fire_sessions(wm.0, ctx, out)?;
+        if (self.fast || self.fast_sessions.is_some()) && self.is_event_time() {
+            self.fire_touched(wm.0, ctx, out)?;
         }
         while let Some((ts, key, w)) = self.timers.event.pop_due(wm.0) {
             self.on_timer(ts, key, w, true, ctx, out)?;
@@ -926,6 +939,9 @@ where
             Self::register_end(&mut self.timers, true, k, p.bucket);
         }
         Ok(())
+    }
+    fn touch(&self, pairs: &Vec<(K, A::W)>) {
+        std::hint::black_box(self.contents.touch_all_in(&self.store, pairs));
     }
 }
 

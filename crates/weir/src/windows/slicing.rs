@@ -251,6 +251,9 @@ where
         }
         Ok(())
     }
+    fn touch(&self, pairs: &Vec<(K, i64)>) {
+        std::hint::black_box(self.contents.touch_all_in(&self.store, pairs));
+    }
 }
 
 impl<K, T, W, ACC, AOUT, R, F> OneInputOperator<T, R> for SlicingOp<K, T, W, ACC, AOUT, R, F>
