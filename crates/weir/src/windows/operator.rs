@@ -977,3 +977,49 @@ impl<T: Data, ACC: 'static, AOUT: 'static> AggregateFunction<T, std::collections
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::OpenSessions;
+    use crate::windows::TimeWindow;
+    use std::sync::Arc;
+    use weir_state::{KeyedStateStore, MemoryBackend, ValueState};
+    use weir_types::ManualClock;
+
+    /// Session state written before the first session was kept inline (a `Vec`) restores
+    /// through the operator's migration: the same bytes, read as the inline list.
+    #[test]
+    fn session_state_written_as_a_vec_restores_inline() {
+        type Acc = (u64, u64);
+        let clock = Arc::new(ManualClock::new(0));
+        let mut old: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock.clone());
+        let s: ValueState<Vec<(TimeWindow, Acc)>> =
+            ValueState::register(&mut old, "session-windows").unwrap();
+        let sessions = |k: u64| -> Vec<(TimeWindow, Acc)> {
+            (0..k % 3)
+                .map(|i| (TimeWindow::new(k as i64 * 100 + i as i64 * 10, 5), (k, i)))
+                .collect()
+        };
+        for k in 0..20u64 {
+            old.set_current_key(k);
+            s.set(&mut old, sessions(k));
+        }
+        let blocks = old.snapshot_blocks(128, vec![]);
+        let mut new: KeyedStateStore<u64> = KeyedStateStore::new(&MemoryBackend, clock);
+        new.migrate::<Vec<(TimeWindow, Acc)>, OpenSessions<TimeWindow, Acc>>(
+            "session-windows",
+            OpenSessions::from_vec,
+        );
+        new.restore_blocks(&blocks).unwrap();
+        let s2: ValueState<OpenSessions<TimeWindow, Acc>> =
+            ValueState::register(&mut new, "session-windows").unwrap();
+        for k in 0..20u64 {
+            new.set_current_key(k);
+            assert_eq!(
+                s2.get(&mut new).map(|o| o.into_vec()),
+                Some(sessions(k)),
+                "key {k}"
+            );
+        }
+    }
+}
