@@ -532,9 +532,10 @@ where
         }
         self.store.set_current_key(key);
         let fs = self.fast_sessions.as_ref().expect("fast sessions");
-        let agg = fs.agg.clone();
+        let agg = &*fs.agg;
         let mut added = false;
-        let mut new_timers: Vec<A::W> = Vec::new();
+        // The record's window, and rarely more: no allocation per record.
+        let mut new_timers: smallvec::SmallVec<[A::W; 2]> = smallvec::SmallVec::new();
         let mut value = Some(rec.value);
         let last = windows.len().saturating_sub(1);
         for (i, w) in windows.drain(..).enumerate() {
