@@ -590,15 +590,26 @@ impl<IN: 'static, ACC: Data, OUT: 'static, N: Namespace> AggregatingState<IN, AC
     /// Adds one input. Returns whether the entry was created by it.
     pub fn add_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N, v: IN) -> bool {
         let agg = self.agg();
+        self.mutate_created(ctx, ns, || agg.create_accumulator(), |acc| agg.add(acc, v))
+    }
+    /// Changes the accumulator in place, starting from `init()` if there is none; returns
+    /// whether the entry was created.
+    fn mutate_created<K: Key>(
+        &self,
+        ctx: &mut impl StateAccess<K>,
+        ns: &N,
+        init: impl FnOnce() -> ACC,
+        f: impl FnOnce(&mut ACC),
+    ) -> bool {
         let mut created = false;
         self.cell.mutate(
             ctx,
             ns,
             || {
                 created = true;
-                agg.create_accumulator()
+                init()
             },
-            |acc| agg.add(acc, v),
+            f,
         );
         created
     }
@@ -614,21 +625,16 @@ impl<IN: 'static, ACC: Data, OUT: 'static, N: Namespace> AggregatingState<IN, AC
     pub fn merge_in<K: Key>(&self, ctx: &mut impl StateAccess<K>, ns: &N, acc: ACC) -> bool {
         let agg = self.agg();
         let acc = std::cell::Cell::new(Some(acc));
-        let mut created = false;
-        self.cell.mutate(
+        self.mutate_created(
             ctx,
             ns,
-            || {
-                created = true;
-                acc.take().expect("taken once")
-            },
+            || acc.take().expect("taken once"),
             |a| {
                 if let Some(other) = acc.take() {
                     agg.merge(a, other);
                 }
             },
-        );
-        created
+        )
     }
     /// The aggregate function.
     pub fn function(&self) -> &Arc<dyn AggregateFunction<IN, ACC, OUT>> {

@@ -768,10 +768,7 @@ fn batched_fast_paths_equal_the_general_operator() {
         let chunks: Vec<Vec<Ev>> = events.chunks(150).map(|c| c.to_vec()).collect();
         for (size, slide) in [(500, 500), (900, 300), (2_000, 100)] {
             let general = run_chunked(chunks.clone(), 1, heap.clone(), |k, late| {
-                k.window(Sliding::event_time(size, slide))
-                    .trigger(General(weir::windows::EventTimeTrigger))
-                    .side_output_late_data(late)
-                    .aggregate_with(CountSum, row)
+                general_sliding(k, late, size, slide)
             });
             assert!(
                 !general.late.is_empty() && general.rows.len() > 20,
@@ -806,10 +803,45 @@ fn batched_fast_paths_equal_the_general_operator() {
     }
 }
 
+/// The general operator (a trigger that is not the default) over sliding windows, late
+/// records to `late`: the reference the fast paths are compared with.
+fn general_sliding(
+    k: KeyedStream<Ev, String>,
+    late: &OutputTag<Ev>,
+    size: i64,
+    slide: i64,
+) -> DataStream<Row> {
+    k.window(Sliding::event_time(size, slide))
+        .trigger(General(weir::windows::EventTimeTrigger))
+        .side_output_late_data(late)
+        .aggregate_with(CountSum, row)
+}
+
+/// Tumbling windows when `size == slide`, else sliced sliding windows, locally aggregated or
+/// not.
+fn tumbling_or_sliced(
+    k: KeyedStream<Ev, String>,
+    size: i64,
+    slide: i64,
+    local: bool,
+) -> DataStream<Row> {
+    if size == slide {
+        let w = k.window(Tumbling::event_time(size));
+        let w = if local { w.with_local_aggregation() } else { w };
+        w.aggregate_with(CountSum, row)
+    } else {
+        let w = k.window(Sliding::event_time(size, slide)).with_slicing();
+        let w = if local { w.with_local_aggregation() } else { w };
+        w.aggregate_with(CountSum, row)
+    }
+}
+
 /// Local aggregation (partials folded before the keyed exchange, merged by the window
 /// operator) gives the record-by-record operator's rows and late-record count, with watermarks
 /// between batches and late records inside them, for tumbling and sliced sliding windows on
-/// both backends; with a few keys, the exchange carries far fewer partials than records.
+/// both backends; with a few keys, the exchange carries far fewer partials than records. The
+/// same with a watermark after every record (partials held across watermarks until one fires
+/// their window).
 #[test]
 fn local_aggregation_equals_the_record_by_record_operator() {
     let heap: Arc<dyn weir_state::StateBackend> = Arc::new(weir_state::MemoryBackend);
@@ -824,37 +856,15 @@ fn local_aggregation_equals_the_record_by_record_operator() {
         let chunks: Vec<Vec<Ev>> = events.chunks(150).map(|c| c.to_vec()).collect();
         for (size, slide) in [(500, 500), (900, 300), (2_000, 100)] {
             let what = format!("{size}/{slide} keys {keys} p {p}");
-            let window = move |k: KeyedStream<Ev, String>| {
-                if size == slide {
-                    k.window(Sliding::event_time(size, slide))
-                        .aggregate_with(CountSum, row)
-                } else {
-                    k.window(Sliding::event_time(size, slide))
-                        .with_slicing()
-                        .aggregate_with(CountSum, row)
-                }
-            };
             let general = run_chunked(chunks.clone(), 1, heap.clone(), |k, late| {
-                k.window(Sliding::event_time(size, slide))
-                    .trigger(General(weir::windows::EventTimeTrigger))
-                    .side_output_late_data(late)
-                    .aggregate_with(CountSum, row)
+                general_sliding(k, late, size, slide)
             });
             assert!(
                 !general.late.is_empty() && general.rows.len() > 20,
                 "{what}"
             );
             let local = run_chunked(chunks.clone(), p, backend.clone(), |k, _| {
-                if size == slide {
-                    k.window(Tumbling::event_time(size))
-                        .with_local_aggregation()
-                        .aggregate_with(CountSum, row)
-                } else {
-                    k.window(Sliding::event_time(size, slide))
-                        .with_slicing()
-                        .with_local_aggregation()
-                        .aggregate_with(CountSum, row)
-                }
+                tumbling_or_sliced(k, size, slide, true)
             });
             assert_eq!(local.rows, general.rows, "{what}");
             let m = &local.result.metrics;
@@ -873,27 +883,16 @@ fn local_aggregation_equals_the_record_by_record_operator() {
                 assert!(partials * 10 < records, "{what}: {partials} partials");
             }
             // Without local aggregation, the same.
-            let plain = run_chunked(chunks.clone(), p, backend.clone(), |k, _| window(k));
+            let plain = run_chunked(chunks.clone(), p, backend.clone(), |k, _| {
+                tumbling_or_sliced(k, size, slide, false)
+            });
             assert_eq!(plain.rows, general.rows, "{what}");
-            // A watermark after every record, and no idle input: the local stage holds its
-            // partials across watermarks until one fires a window holding them.
+            // A watermark after every record, and no idle input.
             let per_record = run_with(events.clone(), 300, p, |k, _| {
-                if size == slide {
-                    k.window(Tumbling::event_time(size))
-                        .with_local_aggregation()
-                        .aggregate_with(CountSum, row)
-                } else {
-                    k.window(Sliding::event_time(size, slide))
-                        .with_slicing()
-                        .with_local_aggregation()
-                        .aggregate_with(CountSum, row)
-                }
+                tumbling_or_sliced(k, size, slide, true)
             });
             let general_per_record = run_with(events.clone(), 300, 1, |k, late| {
-                k.window(Sliding::event_time(size, slide))
-                    .trigger(General(weir::windows::EventTimeTrigger))
-                    .side_output_late_data(late)
-                    .aggregate_with(CountSum, row)
+                general_sliding(k, late, size, slide)
             });
             assert_eq!(
                 per_record.rows, general_per_record.rows,
